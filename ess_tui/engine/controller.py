@@ -1,0 +1,357 @@
+"""EmergencyStopController: latch durably, flatten the venue, reset only by an audited act.
+
+Order of an activation, which nothing reorders:
+
+1. the latch, the ``emergency_stop`` policy key and an audit row, in one durable transaction;
+2. ``emergency.latched`` on ess-tui's internal bus;
+3. flatten (cancel → close reduce-only → verify, retried with backoff while latched);
+4. the seed's ``EmergencyStopEvent`` on the user's event bus, with the counts; an audit row.
+
+If the store cannot be written the ESS still latches in memory and still flattens (closing risk is
+never the wrong move in an emergency), says so loudly, and keeps trying to make the latch durable.
+Nothing in this module un-latches except :meth:`EmergencyStopController.reset`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from ess_tui.engine.aio import maybe_await
+from ess_tui.engine.bus import EventBus
+from ess_tui.engine.flatten import Flattener, RetryPolicy, describe_error
+from ess_tui.engine.state import (
+    EmergencyResetEvent,
+    EmergencyState,
+    EmergencyStopEvent,
+    ESSStatus,
+    FlattenDoneEvent,
+    FlattenReport,
+    LatchedEvent,
+    ResetEvent,
+    WarningEvent,
+    clean_text,
+    utcnow,
+)
+from ess_tui.engine.store import NotLatchedError, StateStore, StoreError
+
+log = logging.getLogger(__name__)
+
+
+def os_user() -> str:
+    """The operating-system user, recorded when ``reset()`` is called without a name."""
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user database in some containers
+        return "unknown-os-user"
+
+
+def _as_store(policy_store: Any, store: StateStore | None) -> StateStore:
+    if store is not None:
+        return store
+    from ess_tui.store.seed_adapter import as_state_store
+
+    return as_state_store(policy_store)
+
+
+class EmergencyStopController:
+    """The seed's controller: ``activate(reason)``, ``reset(reset_by)``, ``is_active``, ``state``.
+
+    ``policy_store`` may be ess-tui's SQLite store or any seed-shaped object with ``get``/``set``.
+    ``exchange`` may be an ess-tui venue or any seed-shaped object with ``cancel_all_orders()`` and
+    ``close_all_positions()``. ``event_bus`` receives exactly the seed's two events.
+    """
+
+    def __init__(
+        self,
+        policy_store: Any = None,
+        exchange: Any = None,
+        event_bus: Any = None,
+        *,
+        store: StateStore | None = None,
+        bus: EventBus | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        retry: RetryPolicy | None = None,
+        actor: str = "ess",
+        acting: bool = True,
+        activate_wait_sec: float = 30.0,
+    ) -> None:
+        if policy_store is None and store is None:
+            from ess_tui.store.seed_adapter import MemoryPolicyStore
+
+            policy_store = MemoryPolicyStore()
+        self.policy_store = policy_store
+        self.store: StateStore = _as_store(policy_store, store)
+        self.exchange = exchange
+        self.event_bus = event_bus
+        self.bus = bus or EventBus()
+        self.clock = clock
+        self.retry = retry or RetryPolicy()
+        self.actor = actor
+        #: Only an acting controller talks to the venue; viewers latch through the store and the
+        #: acting runner (the lease holder) flattens.
+        self.acting = acting
+        self.activate_wait_sec = activate_wait_sec
+        self._state = EmergencyState()
+        self._unavailable: str | None = None
+        self._not_durable: str | None = None
+        self._flatten_task: asyncio.Task[FlattenReport] | None = None
+        self._latch_lock = asyncio.Lock()
+        self.last_report: FlattenReport | None = None
+        self._reset_hooks: list[Callable[[], Any]] = []
+
+    # --- what the seed reads -------------------------------------------------------------------
+
+    @property
+    def state(self) -> EmergencyState:
+        """The latch as last known. When the store could not be read, it reads as latched."""
+        if self._unavailable is not None and not self._state.active:
+            return EmergencyState(
+                status=ESSStatus.ACTIVE,
+                reason=f"ESS state unavailable: {self._unavailable}",
+                timestamp=self._state.timestamp,
+                activation_count=self._state.activation_count,
+            )
+        return self._state
+
+    @property
+    def is_active(self) -> bool:
+        return self.state.active
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the stored state cannot be read right now, or None."""
+        return self._unavailable
+
+    @property
+    def not_durable(self) -> str | None:
+        """Set when the latch is held only in memory because the store refused the write."""
+        return self._not_durable
+
+    @property
+    def flattening(self) -> bool:
+        return self._flatten_task is not None and not self._flatten_task.done()
+
+    def on_reset(self, hook: Callable[[], Any]) -> None:
+        """Call ``hook()`` after every reset (the runner clears manual triggers this way)."""
+        self._reset_hooks.append(hook)
+
+    # --- activation ----------------------------------------------------------------------------
+
+    async def latch(self, reason: str, *, source: str | None = None,
+                    details: dict[str, Any] | None = None) -> EmergencyState:
+        """Make the latch durable and start flattening in the background. Returns once durable.
+
+        This is the fast path the runner and the control room use; :meth:`activate` also waits
+        for flattening.
+        """
+        reason = clean_text(reason or "Emergency stop") or "Emergency stop"
+        at = self.clock()
+        info = dict(details or {})
+        if source:
+            info.setdefault("source", clean_text(source, limit=120))
+        async with self._latch_lock:
+            try:
+                result = await self.store.latch(reason, at=at, actor=self.actor, details=info)
+            except StoreError as exc:
+                return await self._latch_in_memory(reason, at, exc)
+            except Exception as exc:  # noqa: BLE001 - an unknown store failure is still a failure
+                return await self._latch_in_memory(reason, at, exc)
+            self._state = result.state
+            self._unavailable = None
+            self._not_durable = None
+        self.bus.publish(LatchedEvent(result.state, result.new))
+        if result.new:
+            log.critical("ESS LATCHED: %s (activation #%d)", result.state.reason,
+                         result.state.activation_count)
+        else:
+            log.warning("ESS already latched (%s); extra trigger: %s", result.state.reason, reason)
+        self._ensure_flattening()
+        return result.state
+
+    async def _latch_in_memory(self, reason: str, at: datetime, exc: BaseException) -> EmergencyState:
+        why = describe_error(exc)
+        log.critical("ESS latch could NOT be written to the store (%s); latched in memory only", why)
+        self._not_durable = why
+        if not self._state.active:
+            self._state = EmergencyState(
+                status=ESSStatus.ACTIVE, reason=reason, timestamp=at,
+                activation_count=self._state.activation_count + 1,
+            )
+        self.bus.publish(WarningEvent("store", f"latch not durable: {why}"))
+        self.bus.publish(LatchedEvent(self._state, True))
+        self._ensure_flattening()
+        return self._state
+
+    async def activate(self, reason: str, *, source: str | None = None,
+                       details: dict[str, Any] | None = None) -> EmergencyState:
+        """The seed's activation: latch durably, then flatten. Waits for flattening to finish (flat
+        or fatal) for up to ``activate_wait_sec``; after that flattening goes on in the background.
+        """
+        state = await self.latch(reason, source=source, details=details)
+        task = self._flatten_task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self.activate_wait_sec)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                pass
+        return self.state if self.state.active else state
+
+    def _ensure_flattening(self) -> None:
+        if not self.acting or self.exchange is None or self.flattening:
+            return
+        self._flatten_task = asyncio.ensure_future(self._flatten())
+
+    async def _flatten(self) -> FlattenReport:
+        reason = self._state.reason or "Emergency stop"
+        flattener = Flattener(
+            self.exchange, bus=self.bus, retry=self.retry, still_latched=lambda: self._state.active
+        )
+        try:
+            report = await flattener.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - flatten must report, never vanish
+            log.exception("flatten crashed")
+            report = FlattenReport(flat=False, last_error=describe_error(exc))
+        self.last_report = report
+        self.bus.publish(FlattenDoneEvent(report))
+        details = {
+            "orders_canceled": report.orders_canceled,
+            "positions_closed": report.positions_closed,
+            "flat": report.flat,
+            "attempts": report.attempts,
+            "remaining_positions": list(report.remaining_positions),
+            "remaining_orders": list(report.remaining_orders),
+            "last_error": report.last_error,
+        }
+        action = "flatten_failed" if report.fatal or report.flat is False else "flattened"
+        try:
+            await self.store.audit(action, actor=self.actor, reason=report.last_error, details=details)
+        except Exception as exc:  # noqa: BLE001
+            self.bus.publish(WarningEvent("store", f"could not audit flatten: {describe_error(exc)}"))
+        if report.fatal:
+            self.bus.publish(WarningEvent("venue", f"cannot flatten: {report.last_error}"))
+            log.critical("cannot flatten: %s", report.last_error)
+        await self._publish_seed(
+            EmergencyStopEvent(
+                reason=reason,
+                timestamp=self._state.timestamp or self.clock(),
+                positions_closed=report.positions_closed,
+                orders_canceled=report.orders_canceled,
+            )
+        )
+        return report
+
+    async def _publish_seed(self, event: Any) -> None:
+        if self.event_bus is None:
+            return
+        try:
+            await maybe_await(self.event_bus.publish(event))
+        except Exception:  # noqa: BLE001 - a user's broken bus must not stop the ESS
+            log.exception("event_bus.publish failed for %s", event.type)
+
+    async def wait_flattened(self, timeout: float | None = None) -> FlattenReport | None:
+        """Wait for the current flatten to end; returns its report (None if none ran)."""
+        task = self._flatten_task
+        if task is None:
+            return self.last_report
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout)
+        except asyncio.CancelledError:
+            return self.last_report
+
+    # --- reset ---------------------------------------------------------------------------------
+
+    async def reset(self, reset_by: str | None = None, note: str | None = None, *,
+                    details: dict[str, Any] | None = None) -> EmergencyState:
+        """Un-latch, audited. Raises :class:`NotLatchedError` (audited) when not latched."""
+        who = clean_text(reset_by, limit=120) if reset_by else os_user()
+        at = self.clock()
+        state = await self.store.unlatch(
+            who, at=at, note=clean_text(note) if note else None, details=details
+        )
+        self._state = state
+        self._unavailable = None
+        self._not_durable = None
+        task, self._flatten_task = self._flatten_task, None
+        if task is not None and not task.done():
+            task.cancel()
+        for hook in self._reset_hooks:
+            try:
+                await maybe_await(hook())
+            except Exception:  # noqa: BLE001
+                log.exception("reset hook failed")
+        log.warning("ESS reset by %s", who)
+        self.bus.publish(ResetEvent(state, who, note))
+        await self._publish_seed(EmergencyResetEvent(timestamp=at, reset_by=who))
+        return state
+
+    # --- keeping in step with the store (other processes, restarts) ---------------------------
+
+    async def refresh(self) -> EmergencyState:
+        """Re-read the latch from the store. Unreadable → reads as latched, with the reason.
+
+        A latch found here (written by another process, or before a restart) is flattened by an
+        acting controller; a reset found here clears in-memory triggers through the reset hooks.
+        """
+        was_active = self._state.active
+        try:
+            stored = await self.store.load_state()
+        except Exception as exc:  # noqa: BLE001 - unknown means blocked
+            why = describe_error(exc)
+            if self._unavailable != why:
+                log.error("ESS state unavailable: %s", why)
+                self.bus.publish(WarningEvent("store", f"state unavailable: {why}"))
+            self._unavailable = why
+            return self.state
+        self._unavailable = None
+        if self._not_durable is not None and self._state.active and not stored.active:
+            # Our latch never reached the store: keep trying; never let the store un-latch us.
+            try:
+                result = await self.store.latch(
+                    self._state.reason or "Emergency stop", at=self._state.timestamp or self.clock(),
+                    actor=self.actor, details={"recovered_from": self._not_durable},
+                )
+                stored = result.state
+                self._not_durable = None
+            except Exception as exc:  # noqa: BLE001
+                self._not_durable = describe_error(exc)
+                return self.state
+        self._state = stored
+        if stored.active and not was_active:
+            self.bus.publish(LatchedEvent(stored, False))
+        if stored.active:
+            self._ensure_flattening()
+        elif was_active:
+            task, self._flatten_task = self._flatten_task, None
+            if task is not None and not task.done():
+                task.cancel()
+            for hook in self._reset_hooks:
+                try:
+                    await maybe_await(hook())
+                except Exception:  # noqa: BLE001
+                    log.exception("reset hook failed")
+            self.bus.publish(ResetEvent(stored, stored.last_reset_by or "unknown"))
+        return self.state
+
+    async def restore(self) -> EmergencyState:
+        """After a restart: load the latch and, if latched, resume flattening."""
+        return await self.refresh()
+
+    async def close(self) -> None:
+        """Stop background flattening (the latch stays as stored)."""
+        task, self._flatten_task = self._flatten_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+
+
+__all__ = ["EmergencyStopController", "NotLatchedError", "os_user"]

@@ -1,0 +1,122 @@
+"""The store protocol the engine keeps its latch, policy keys, audit trail and lease in.
+
+The engine reaches its store only through :class:`StateStore`, so that something other than the
+SQLite file (``ess_tui.store.sqlite.SQLiteStore``) can stand in for it, e.g. a shared database
+server. Nothing here is SQLite-specific.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from ess_tui.engine.state import EmergencyState
+
+
+class StoreError(Exception):
+    """The store could not be read or written. Callers treat the ESS as latched (fail closed)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be read at all: corrupt, locked, unreadable, or from a newer version."""
+
+
+class NotLatchedError(Exception):
+    """A reset was asked for while the ESS is armed: there is nothing to reset."""
+
+
+@dataclass(frozen=True)
+class LatchResult:
+    """What :meth:`StateStore.latch` did: ``new`` is False when the ESS was already latched."""
+
+    state: EmergencyState
+    new: bool
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One row of the append-only audit trail."""
+
+    seq: int
+    at: datetime
+    action: str
+    actor: str
+    reason: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+    prev_hash: str = ""
+    hash: str = ""
+
+
+@dataclass(frozen=True)
+class AuditVerification:
+    """Result of walking the audit chain. ``first_bad_seq`` names where it breaks."""
+
+    ok: bool
+    rows: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    holder: str
+    acquired_at: datetime
+    heartbeat_at: datetime
+    expires_at: datetime
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Durable home of the latch. Every write that changes the latch is one atomic transaction
+    that also appends its audit row and updates the ``emergency_stop`` policy key."""
+
+    async def load_state(self) -> EmergencyState:
+        """The latch as stored. Raises :class:`StoreUnavailable` if it cannot be known."""
+        ...
+
+    async def latch(
+        self, reason: str, *, at: datetime, actor: str, details: dict[str, Any] | None = None
+    ) -> LatchResult:
+        """Latch durably (fsync'd) in one transaction with its audit row and policy key.
+
+        If already latched, the stored reason and count are kept, an ``extra_trigger`` audit row is
+        appended and ``new`` is False.
+        """
+        ...
+
+    async def unlatch(
+        self, reset_by: str, *, at: datetime, note: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> EmergencyState:
+        """Reset durably with its audit row. Raises :class:`NotLatchedError` when not latched
+        (and audits the refused attempt)."""
+        ...
+
+    async def audit(
+        self, action: str, *, actor: str, reason: str | None = None,
+        details: dict[str, Any] | None = None, at: datetime | None = None,
+    ) -> AuditRecord:
+        """Append one audit row."""
+        ...
+
+    async def read_audit(self, limit: int | None = None, *, newest_first: bool = True) -> list[AuditRecord]: ...
+
+    async def verify_audit(self) -> AuditVerification: ...
+
+    async def get_policy(self, key: str) -> dict[str, Any] | None: ...
+
+    async def set_policy(self, key: str, value: dict[str, Any]) -> None: ...
+
+    async def acquire_lease(self, holder: str, *, ttl_sec: float, at: datetime) -> LeaseInfo:
+        """Take the runner lease if it is free or expired, renew it if ``holder`` has it.
+
+        Returns the lease as it stands after the attempt: ``.holder == holder`` means the caller
+        holds it; otherwise it names who does and until when. Audits a change of holder."""
+        ...
+
+    async def read_lease(self) -> LeaseInfo | None: ...
+
+    async def release_lease(self, holder: str) -> None: ...
+
+    async def close(self) -> None: ...

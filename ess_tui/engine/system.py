@@ -1,0 +1,269 @@
+"""EmergencyStopSystem: the evaluator loop.
+
+Each cycle evaluates every evaluator concurrently, each under a timeout, and publishes the
+evaluations. If the ESS is armed, the first triggered evaluator in list order latches it. An evaluator
+that raises or times out is an ERROR, never "all clear", and ``fail_closed_after`` consecutive faults
+latch the ESS with the fault as the reason. While latched the loop keeps evaluating (the gauges need
+it) but never re-activates or un-latches.
+
+Evaluators that can signal a change (a manual trigger, a feed seeing garbage) wake the loop at once
+through ``bind_wake``; otherwise it runs every ``check_interval_sec`` (down to 0.1 s).
+
+With a lease (``lease_ttl_sec``), only the holder of the store's runner lease acts on the venue;
+others keep evaluating and wait, taking over when the holder's lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from ess_tui.engine.bus import EventBus
+from ess_tui.engine.controller import EmergencyStopController
+from ess_tui.engine.evaluators.base import add_unbound_wake, evaluate_any
+from ess_tui.engine.evaluators.manual import ManualTriggerEmergencyEvaluator
+from ess_tui.engine.flatten import describe_error
+from ess_tui.engine.state import Evaluation, EvaluationsEvent, WarningEvent, utcnow
+
+log = logging.getLogger(__name__)
+
+MIN_INTERVAL_SEC = 0.1
+
+
+def default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def evaluator_name(evaluator: Any) -> str:
+    try:
+        return str(evaluator.name)
+    except Exception:  # noqa: BLE001
+        return type(evaluator).__name__
+
+
+class EmergencyStopSystem:
+    """The seed's runner: ``start()`` → task, ``run_forever()``, ``stop()``, ``_running``."""
+
+    def __init__(
+        self,
+        evaluators: Sequence[Any],
+        controller: EmergencyStopController,
+        policy_store: Any = None,
+        check_interval_sec: float = 5.0,
+        *,
+        eval_timeout_sec: float | None = None,
+        fail_closed_after: int = 3,
+        bus: EventBus | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        lease_ttl_sec: float | None = None,
+        holder: str | None = None,
+    ) -> None:
+        if check_interval_sec < MIN_INTERVAL_SEC:
+            raise ValueError(
+                f"check_interval_sec={check_interval_sec} is below the {MIN_INTERVAL_SEC}s minimum"
+            )
+        if fail_closed_after < 1:
+            raise ValueError("fail_closed_after must be at least 1")
+        self.evaluators = evaluators  # the caller's list: evaluators appended later are seen
+        self.controller = controller
+        self.policy_store = policy_store
+        self.check_interval_sec = float(check_interval_sec)
+        self.eval_timeout_sec = eval_timeout_sec if eval_timeout_sec is not None else max(
+            1.0, min(5.0, self.check_interval_sec)
+        )
+        self.fail_closed_after = fail_closed_after
+        self.bus = bus or controller.bus
+        self.clock = clock
+        self.lease_ttl_sec = lease_ttl_sec
+        self.holder = holder or default_holder()
+        self._running = False
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bound: set[int] = set()
+        self._faults: dict[int, int] = {}
+        self.last_evaluations: list[Evaluation] = []
+        self.cycles = 0
+        self.evaluations_total = 0
+        self.lease_holder: str | None = None
+        self._lease_renewed_at = 0.0
+        controller.on_reset(self._on_reset)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> asyncio.Task[None]:
+        """Start the loop as a task on the running event loop and return it."""
+        if self._task is None or self._task.done():
+            self._running = True
+            self._task = asyncio.ensure_future(self.run_forever())
+        return self._task
+
+    def stop(self) -> asyncio.Future[Any]:
+        """Ask the loop to stop after its current cycle. Returns an awaitable for its end."""
+        self._running = False
+        self.wake()
+        if self._task is None:
+            fut: asyncio.Future[Any] = asyncio.get_event_loop().create_future()
+            fut.set_result(None)
+            return fut
+        return asyncio.shield(self._task)
+
+    def wake(self) -> None:
+        """Run the next cycle now. Safe to call from any thread."""
+        loop, event = self._loop, self._wake
+        if loop is None or event is None:
+            return
+        try:
+            same_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            event.set()
+        else:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # loop closed
+                pass
+
+    async def run_forever(self) -> None:
+        self._running = True
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._bind_wakes()
+        # An evaluator appended to the list after start (as in the seed's example) and triggered
+        # before it was bound still wakes us at once.
+        remove_unbound = add_unbound_wake(self.wake)
+        try:
+            await self._take_lease()
+            await self.controller.restore()
+            while self._running:
+                started = time.monotonic()
+                await self.run_cycle()
+                if not self._running:
+                    break
+                wait = max(0.0, self.check_interval_sec - (time.monotonic() - started))
+                if not self._wake.is_set():
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), wait)
+                    except asyncio.TimeoutError:
+                        pass
+                self._wake.clear()
+        finally:
+            remove_unbound()
+            self._running = False
+            if self.lease_ttl_sec is not None and self.lease_holder == self.holder:
+                try:
+                    await self.controller.store.release_lease(self.holder)
+                except Exception:  # noqa: BLE001
+                    log.warning("could not release the runner lease", exc_info=True)
+
+    def _bind_wakes(self) -> None:
+        for evaluator in list(self.evaluators):
+            bind = getattr(evaluator, "bind_wake", None)
+            if callable(bind) and id(evaluator) not in self._bound:
+                bind(self.wake)
+                self._bound.add(id(evaluator))
+
+    # --- one cycle -----------------------------------------------------------------------------
+
+    async def run_cycle(self) -> list[Evaluation]:
+        """Evaluate everything once and act on the result. Returns the evaluations."""
+        self._bind_wakes()
+        await self._take_lease()
+        evaluators = list(self.evaluators)
+        evaluations = list(
+            await asyncio.gather(*(self._evaluate(i, e) for i, e in enumerate(evaluators)))
+        )
+        self.last_evaluations = evaluations
+        self.cycles += 1
+        self.evaluations_total += len(evaluations)
+        self.bus.publish(EvaluationsEvent(tuple(evaluations)))
+
+        await self.controller.refresh()
+        if self.controller.is_active:
+            return evaluations  # keep evaluating for display; never re-activate
+        for evaluation in evaluations:
+            if evaluation.triggered:
+                await self.controller.latch(
+                    evaluation.reason or f"{evaluation.name} triggered", source=evaluation.name,
+                    details={"reading": evaluation.reading},
+                )
+                return evaluations
+        for index, evaluation in enumerate(evaluations):
+            count = self._faults.get(index, 0)
+            if evaluation.error is not None and count >= self.fail_closed_after:
+                await self.controller.latch(
+                    f"Evaluator {evaluation.name} failed {count} times in a row: {evaluation.error}",
+                    source=evaluation.name,
+                )
+                return evaluations
+        return evaluations
+
+    async def _evaluate(self, index: int, evaluator: Any) -> Evaluation:
+        started = time.perf_counter()
+        name = evaluator_name(evaluator)
+        try:
+            evaluation = await asyncio.wait_for(evaluate_any(evaluator), self.eval_timeout_sec)
+        except asyncio.TimeoutError:
+            evaluation = Evaluation(name=name, triggered=False, checked_at=self.clock(),
+                                    error=f"no answer within {self.eval_timeout_sec:g}s")
+        except Exception as exc:  # noqa: BLE001 - a fault is reported, never "all clear"
+            evaluation = Evaluation(name=name, triggered=False, checked_at=self.clock(),
+                                    error=describe_error(exc))
+        if evaluation.error is not None:
+            count = self._faults.get(index, 0) + 1
+            self._faults[index] = count
+            if count == 1:
+                log.error("evaluator %s failed: %s", name, evaluation.error)
+                self.bus.publish(WarningEvent(name, f"evaluator failed: {evaluation.error}"))
+        else:
+            self._faults.pop(index, None)
+        if evaluation.duration_ms == 0.0:
+            object.__setattr__(evaluation, "duration_ms", (time.perf_counter() - started) * 1000)
+        return evaluation
+
+    def _on_reset(self) -> None:
+        """After a reset, manual triggers are cleared (they are sticky until then)."""
+        self._faults.clear()
+        for evaluator in list(self.evaluators):
+            if isinstance(evaluator, ManualTriggerEmergencyEvaluator):
+                evaluator.reset()
+
+    # --- lease ---------------------------------------------------------------------------------
+
+    async def _take_lease(self) -> None:
+        if self.lease_ttl_sec is None:
+            self.controller.acting = True
+            return
+        now = time.monotonic()
+        if self.lease_holder == self.holder and now - self._lease_renewed_at < self.lease_ttl_sec / 3:
+            return
+        try:
+            lease = await self.controller.store.acquire_lease(
+                self.holder, ttl_sec=self.lease_ttl_sec, at=self.clock()
+            )
+        except Exception as exc:  # noqa: BLE001
+            # Cannot prove we hold it: stop acting; another runner may hold it.
+            self.controller.acting = False
+            self.lease_holder = None
+            self.bus.publish(WarningEvent("lease", f"cannot read the runner lease: {describe_error(exc)}"))
+            return
+        previous = self.lease_holder
+        self.lease_holder = lease.holder
+        holds = lease.holder == self.holder
+        self.controller.acting = holds
+        if holds:
+            self._lease_renewed_at = now
+            if previous != self.holder:
+                log.warning("runner lease acquired by %s", self.holder)
+        elif previous != lease.holder:
+            remaining = (lease.expires_at - self.clock()) / timedelta(seconds=1)
+            log.warning("runner lease held by %s (expires in %.1fs); waiting as a standby",
+                        lease.holder, remaining)
+            self.bus.publish(WarningEvent("lease", f"standby: lease held by {lease.holder}"))
