@@ -15,7 +15,6 @@ Nothing in this module un-latches except :meth:`EmergencyStopController.reset`.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -35,19 +34,12 @@ from ess_tui.engine.state import (
     ResetEvent,
     WarningEvent,
     clean_text,
+    os_user,
     utcnow,
 )
 from ess_tui.engine.store import NotLatchedError, StateStore, StoreError
 
 log = logging.getLogger(__name__)
-
-
-def os_user() -> str:
-    """The operating-system user, recorded when ``reset()`` is called without a name."""
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user database in some containers
-        return "unknown-os-user"
 
 
 def _as_store(policy_store: Any, store: StateStore | None) -> StateStore:
@@ -102,6 +94,10 @@ class EmergencyStopController:
         self._flatten_task: asyncio.Task[FlattenReport] | None = None
         self._latch_lock = asyncio.Lock()
         self.last_report: FlattenReport | None = None
+        #: Activation whose flatten ended (verified flat, unverifiable, or fatal) in this process:
+        #: ``refresh()`` does not start it again, so a latch found in the store is flattened once,
+        #: not once per check interval.
+        self._flatten_done_for: int | None = None
         self._reset_hooks: list[Callable[[], Any]] = []
 
     # --- what the seed reads -------------------------------------------------------------------
@@ -208,6 +204,7 @@ class EmergencyStopController:
 
     async def _flatten(self) -> FlattenReport:
         reason = self._state.reason or "Emergency stop"
+        activation = self._state.activation_count
         flattener = Flattener(
             self.exchange, bus=self.bus, retry=self.retry, still_latched=lambda: self._state.active
         )
@@ -219,6 +216,8 @@ class EmergencyStopController:
             log.exception("flatten crashed")
             report = FlattenReport(flat=False, last_error=describe_error(exc))
         self.last_report = report
+        if report.flat is not False or report.fatal:
+            self._flatten_done_for = activation
         self.bus.publish(FlattenDoneEvent(report))
         details = {
             "orders_canceled": report.orders_canceled,
@@ -324,8 +323,10 @@ class EmergencyStopController:
                 return self.state
         self._state = stored
         if stored.active and not was_active:
+            log.critical("ESS LATCHED (read from the store): %s (activation #%d)", stored.reason,
+                         stored.activation_count)
             self.bus.publish(LatchedEvent(stored, False))
-        if stored.active:
+        if stored.active and self._flatten_done_for != stored.activation_count:
             self._ensure_flattening()
         elif was_active:
             task, self._flatten_task = self._flatten_task, None

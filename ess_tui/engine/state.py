@@ -25,6 +25,17 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def os_user() -> str:
+    """The operating-system user running this process (recorded when no name is given)."""
+    import getpass
+    import os
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry, no env: still record something
+        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
 def as_utc(value: datetime) -> datetime:
     """A naive datetime means UTC (the seed's convention); an aware one is converted."""
     if value.tzinfo is None:

@@ -1,0 +1,306 @@
+"""Runtime: the whole ESS assembled from Settings — store, venue, sources, evaluators, runner.
+
+Both the headless runner and the control room build one of these. It is loop-agnostic: build and
+start it on whichever asyncio loop should own the engine (the control room gives it a thread of its
+own so no redraw can delay an evaluation).
+
+Evaluator order is the priority order (the first triggered wins): manual, daily loss / drawdown,
+system health, execution errors, data feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ess_tui.config import Settings
+from ess_tui.engine.bus import EventBus
+from ess_tui.engine.controller import EmergencyStopController
+from ess_tui.engine.evaluators import (
+    DataFeedEmergencyEvaluator,
+    DrawdownEmergencyEvaluator,
+    ExecutionErrorEmergencyEvaluator,
+    ManualTriggerEmergencyEvaluator,
+    SystemHealthEmergencyEvaluator,
+)
+from ess_tui.engine.flatten import describe_error
+from ess_tui.engine.state import EmergencyState, FlattenReport, WarningEvent, clean_text, utcnow
+from ess_tui.engine.system import EmergencyStopSystem
+from ess_tui.engine.venue import Order, Position
+from ess_tui.market.feed import FeedMonitor
+from ess_tui.market.health import HealthMonitor
+from ess_tui.market.metrics import AccountMetrics
+from ess_tui.store.sqlite import SQLiteStore
+
+log = logging.getLogger(__name__)
+
+DRILLS = ("crash", "stall_feed", "garbage_tick", "sl_burst", "sick_health", "recover")
+
+
+@dataclass(frozen=True)
+class VenueSnapshot:
+    """What the venue panel draws: the book as last read, and what flattening did."""
+
+    venue: str
+    positions: tuple[Position, ...] = ()
+    orders: tuple[Order, ...] = ()
+    equity: float | None = None
+    taken_at: datetime | None = None
+    error: str | None = None
+    report: FlattenReport | None = None
+    flattening: bool = False
+    dead_man: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def flat(self) -> bool:
+        return not self.positions and not self.orders
+
+
+class Runtime:
+    """Everything the ESS needs, wired together. Build with :meth:`build`, then :meth:`start`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: SQLiteStore,
+        venue: Any,
+        feed: FeedMonitor,
+        metrics: AccountMetrics,
+        health: HealthMonitor,
+        bus: EventBus,
+        clock: Callable[[], datetime],
+        actor: str,
+        lease: bool,
+        paper: Any = None,
+        world_tasks: list[Callable[[], Any]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.venue = venue
+        self.paper = paper
+        self.feed = feed
+        self.metrics = metrics
+        self.health = health
+        self.bus = bus
+        self.clock = clock
+        self.actor = actor
+        self.manual = ManualTriggerEmergencyEvaluator(clock=clock, name="Manual")
+        self.evaluators: list[Any] = [
+            self.manual,
+            DrawdownEmergencyEvaluator(
+                metrics, settings.max_daily_loss, settings.max_equity_dd, clock=clock, name="Drawdown"
+            ),
+            SystemHealthEmergencyEvaluator(health, clock=clock, name="System health"),
+            ExecutionErrorEmergencyEvaluator(
+                metrics, settings.max_sl_hits, settings.sl_period_minutes,
+                settings.max_order_failures, clock=clock, name="Execution",
+            ),
+            DataFeedEmergencyEvaluator(
+                feed, settings.max_data_staleness, clock=clock, name="Data feed"
+            ),
+        ]
+        self.controller = EmergencyStopController(
+            store=store, exchange=venue, bus=bus, clock=clock, actor="ess",
+        )
+        self.system = EmergencyStopSystem(
+            self.evaluators, self.controller, store, settings.check_interval,
+            eval_timeout_sec=settings.eval_timeout, fail_closed_after=settings.fail_closed_after,
+            bus=bus, clock=clock, lease_ttl_sec=settings.lease_ttl if lease else None,
+        )
+        self._world_tasks = world_tasks or []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.last_venue_ok: datetime | None = None
+        self.book = VenueSnapshot(venue=self.venue_name)
+
+    @property
+    def venue_name(self) -> str:
+        return str(getattr(self.venue, "name", type(self.venue).__name__))
+
+    # --- assembly ------------------------------------------------------------------------------
+
+    @classmethod
+    async def build(
+        cls,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        actor: str | None = None,
+        lease: bool = True,
+        paper: Any = None,
+    ) -> Runtime:
+        """Assemble from settings. ``paper`` injects a prepared PaperExchange (tests, scenarios)."""
+        from ess_tui.engine.controller import os_user
+
+        clock = clock or utcnow
+        store = SQLiteStore(settings.db_path)
+        bus = EventBus()
+        world: list[Callable[[], Any]] = []
+        holder: dict[str, Any] = {}
+
+        if settings.venue.kind == "ccxt":
+            from ess_tui.venues.ccxt_runtime import build_ccxt_world
+
+            venue, feed, metrics, world = await build_ccxt_world(settings, store=store, clock=clock)
+        else:
+            from ess_tui.venues.paper import PaperExchange
+
+            if paper is None:
+                paper = PaperExchange.demo(
+                    seed=settings.paper.seed,
+                    latency_ms=settings.paper.latency_ms,
+                    rate_limit=settings.paper.rate_limit,
+                    clock=clock,
+                )
+            venue = paper
+            feed = FeedMonitor(symbols=list(paper.symbols), clock=clock)
+            paper.subscribe_ticks(feed.on_tick)
+            for symbol in paper.symbols:
+                feed.on_tick(paper.last_tick(symbol))
+            metrics = AccountMetrics(lambda: paper.equity, paper, store, clock=clock)
+            if settings.paper.drift:
+                world.append(lambda: paper.run_market(settings.paper.tick_interval))
+
+        health = HealthMonitor(
+            store_write_ms=lambda: getattr(store, "write_latency_ms", None),
+            last_venue_ok=lambda: holder["rt"].last_venue_ok,
+            clock=clock,
+        )
+        runtime = cls(
+            settings, store=store, venue=venue, feed=feed, metrics=metrics, health=health, bus=bus,
+            clock=clock, actor=actor or os_user(), lease=lease, paper=paper, world_tasks=world,
+        )
+        holder["rt"] = runtime
+        return runtime
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the world, the sources and the evaluator loop."""
+        starter = getattr(self.venue, "start", None)
+        if callable(starter):
+            try:
+                await starter()
+            except Exception as exc:  # noqa: BLE001
+                self.bus.publish(WarningEvent("venue", f"venue start failed: {describe_error(exc)}"))
+        self.health.start()
+        try:
+            await self.metrics.refresh()
+        except Exception as exc:  # noqa: BLE001 - the drawdown gauge shows ERROR until it reads
+            log.warning("account metrics not readable yet: %s", describe_error(exc))
+        for make in self._world_tasks:
+            self._tasks.append(asyncio.ensure_future(make()))
+        self._tasks.append(asyncio.ensure_future(self._poll_metrics()))
+        self._tasks.append(asyncio.ensure_future(self._poll_book()))
+        self.system.start()
+
+    async def stop(self) -> None:
+        await self.system.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.health.stop()
+        await self.controller.close()
+        closer = getattr(self.venue, "close", None)
+        if callable(closer):
+            try:
+                await closer()
+            except Exception:  # noqa: BLE001
+                log.warning("venue close failed", exc_info=True)
+        await self.bus.drain()
+        await self.store.close()
+
+    async def _poll_metrics(self) -> None:
+        interval = min(1.0, self.settings.check_interval)
+        while True:
+            try:
+                await self.metrics.refresh()
+            except Exception as exc:  # noqa: BLE001 - the evaluator reports the stale reading
+                log.debug("metrics refresh failed: %s", describe_error(exc))
+            await asyncio.sleep(interval)
+
+    async def _poll_book(self) -> None:
+        while True:
+            await self.refresh_book()
+            await asyncio.sleep(1.0)
+
+    async def refresh_book(self) -> VenueSnapshot:
+        """Read positions and open orders from the venue for the venue panel."""
+        error = None
+        positions, orders = self.book.positions, self.book.orders
+        try:
+            got_p, got_o = await asyncio.gather(
+                self.venue.fetch_positions(), self.venue.fetch_open_orders()
+            )
+            positions, orders = tuple(got_p), tuple(got_o)
+            self.last_venue_ok = self.clock()
+        except Exception as exc:  # noqa: BLE001
+            error = describe_error(exc)
+        status = getattr(self.venue, "status", None)
+        dead_man = status() if callable(status) else {}
+        self.book = VenueSnapshot(
+            venue=self.venue_name, positions=positions, orders=orders,
+            equity=self.metrics.equity, taken_at=self.clock(), error=error,
+            report=self.controller.last_report, flattening=self.controller.flattening,
+            dead_man=dict(dead_man or {}),
+        )
+        return self.book
+
+    def venue_snapshot(self) -> VenueSnapshot:
+        return self.book
+
+    # --- operator actions ----------------------------------------------------------------------
+
+    async def manual_stop(self, reason: str, actor: str | None = None) -> EmergencyState:
+        """Fire the ESS by hand. Returns once the latch is durable."""
+        who = clean_text(actor or self.actor, limit=120)
+        text = clean_text(reason) or "Manual emergency stop"
+        self.manual.trigger(text)
+        return await self.controller.latch(text, source="manual", details={"operator": who})
+
+    async def reset(self, reset_by: str, note: str | None = None,
+                    details: dict[str, Any] | None = None) -> EmergencyState:
+        return await self.controller.reset(reset_by, note, details=details)
+
+    async def audit(self, action: str, actor: str, reason: str | None = None,
+                    details: dict[str, Any] | None = None) -> None:
+        await self.store.audit(action, actor=actor, reason=reason, details=details)
+
+    async def drill(self, name: str, actor: str | None = None) -> str:
+        """Push the simulated world toward a trigger, so an operator can rehearse. Audited."""
+        if name not in DRILLS:
+            raise ValueError(f"unknown drill {name!r}; drills: {', '.join(DRILLS)}")
+        if self.paper is None:
+            raise RuntimeError("drills run only on the paper venue")
+        paper = self.paper
+        what = {
+            "crash": "prices fall 12% against the book",
+            "stall_feed": "the market feed stops updating",
+            "garbage_tick": "the feed sends corrupt ticks (NaN prices)",
+            "sl_burst": "a burst of stop-loss hits",
+            "sick_health": "system health forced CRITICAL",
+            "recover": "feed and health back to normal",
+        }[name]
+        await self.store.audit("drill", actor=actor or self.actor, reason=what,
+                               details={"drill": name})
+        if name == "crash":
+            paper.drill_crash(12)
+        elif name == "stall_feed":
+            paper.drill_stall_feed()
+        elif name == "garbage_tick":
+            paper.drill_garbage_tick("nan")
+        elif name == "sl_burst":
+            paper.drill_stop_hits(self.settings.max_sl_hits + 1)
+        elif name == "sick_health":
+            self.health.force("CRITICAL")
+        elif name == "recover":
+            paper.drill_recover_feed()
+            self.health.clear_force()
+            self.feed.clear()
+        self.system.wake()
+        return what

@@ -1,0 +1,224 @@
+"""The SQLite file's layout, its migrations, and plain-words explanations of SQLite failures.
+
+Stdlib only (``sqlite3``): the trade gate imports this module and must stay cheap to import.
+The schema version lives in ``PRAGMA user_version``; a file written by a newer ess-tui is refused,
+an older one is migrated forward in one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+#: The schema this code writes and understands. Bump it and add a step to MIGRATIONS to change it.
+SCHEMA_VERSION = 1
+
+#: Name of the single lease row the runner holds.
+RUNNER_LEASE = "runner"
+
+#: Policy key the seed's components read before they trade.
+EMERGENCY_KEY = "emergency_stop"
+
+#: The gate's and the store's read of the latch: schema version and the state row in one SELECT.
+STATE_SQL = (
+    "SELECT (SELECT user_version FROM pragma_user_version), active, reason, since, "
+    "activation_count, last_reset_by, last_reset_at, change_seq FROM state WHERE id = 1"
+)
+
+
+class SchemaError(Exception):
+    """The file is not a database this ess-tui can use (too new, or someone else's)."""
+
+
+class SchemaTooNew(SchemaError):
+    def __init__(self, found: int, known: int = SCHEMA_VERSION) -> None:
+        self.found = found
+        self.known = known
+        super().__init__(
+            f"schema version {found} is newer than this ess-tui ({known}): "
+            "upgrade ess-tui to use this database"
+        )
+
+
+class NotAnESSDatabase(SchemaError):
+    pass
+
+
+_V1 = [
+    """CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
+    """CREATE TABLE state (
+        id               INTEGER PRIMARY KEY CHECK (id = 1),
+        active           INTEGER NOT NULL CHECK (active IN (0, 1)),
+        reason           TEXT,
+        since            TEXT,
+        activation_count INTEGER NOT NULL DEFAULT 0,
+        last_reset_by    TEXT,
+        last_reset_at    TEXT,
+        change_seq       INTEGER NOT NULL DEFAULT 0
+    )""",
+    """CREATE TRIGGER state_no_delete BEFORE DELETE ON state
+       BEGIN SELECT RAISE(ABORT, 'the ESS state row cannot be deleted'); END""",
+    """CREATE TABLE policy (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE audit (
+        seq       INTEGER PRIMARY KEY,
+        at        TEXT NOT NULL,
+        action    TEXT NOT NULL,
+        actor     TEXT NOT NULL,
+        reason    TEXT,
+        details   TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash      TEXT NOT NULL
+    )""",
+    """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+       BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only: UPDATE refused'); END""",
+    """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+       BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only: DELETE refused'); END""",
+    """CREATE TABLE lease (
+        name         TEXT PRIMARY KEY,
+        holder       TEXT NOT NULL,
+        acquired_at  TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL,
+        expires_at   TEXT NOT NULL
+    )""",
+]
+
+
+def _migrate_to_1(conn: sqlite3.Connection, *, audit_mode: str, now: str) -> None:
+    import json  # here, not at the top: the trade gate imports this module and never migrates
+
+    for sql in _V1:
+        conn.execute(sql)
+    conn.execute(
+        "INSERT INTO state (id, active, since, activation_count, change_seq) "
+        "VALUES (1, 0, NULL, 0, 0)"
+    )
+    inactive = {
+        "active": False, "status": "inactive", "reason": None, "timestamp": None,
+        "activation_count": 0, "auto_recover": False,
+    }
+    conn.execute(
+        "INSERT INTO policy (key, value, updated_at) VALUES (?, ?, ?)",
+        (EMERGENCY_KEY, json.dumps(inactive, sort_keys=True), now),
+    )
+    conn.executemany(
+        "INSERT INTO meta (key, value) VALUES (?, ?)",
+        [("audit_mode", audit_mode), ("audit_head_seq", "0"), ("created_at", now)],
+    )
+
+
+#: MIGRATIONS[n] brings a database from version n-1 to version n.
+MIGRATIONS: dict[int, Callable[..., None]] = {1: _migrate_to_1}
+
+_OUR_TABLES = {"meta", "state", "policy", "audit", "lease"}
+
+
+def read_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def ensure_schema(conn: sqlite3.Connection, *, audit_mode: str) -> int:
+    """Create or migrate the schema on ``conn`` (autocommit mode). Returns the version found.
+
+    Raises :class:`SchemaTooNew` for a newer file and :class:`NotAnESSDatabase` for a file that
+    holds someone else's tables.
+    """
+    found = read_version(conn)
+    if found > SCHEMA_VERSION:
+        raise SchemaTooNew(found)
+    if found == SCHEMA_VERSION:
+        return found
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = read_version(conn)  # another process may have migrated while we waited
+        if found > SCHEMA_VERSION:
+            raise SchemaTooNew(found)
+        if found == 0:
+            tables = {
+                r[0] for r in conn.execute(
+                    "SELECT name FROM sqlite_master "
+                    "WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                )
+            }
+            if tables:
+                names = ", ".join(sorted(tables)[:5])
+                raise NotAnESSDatabase(
+                    f"it already holds other tables ({names}) and no ess-tui schema: "
+                    "point ess-tui at its own database file"
+                )
+        now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[version](conn, audit_mode=audit_mode, now=now)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return found
+
+
+def create_private_file(path: str | os.PathLike[str]) -> bool:
+    """Create the parent directory and an empty file readable by its owner only (0o600), unless
+    the file exists. Returns True when it created the file."""
+    path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+_LOCKED = {"SQLITE_BUSY", "SQLITE_LOCKED"}
+_CORRUPT = {"SQLITE_NOTADB", "SQLITE_CORRUPT"}
+
+
+def explain_error(exc: BaseException, path: str | os.PathLike[str]) -> str:
+    """One line a person can act on, for an error met reading or writing the ESS database."""
+    where = os.fspath(path)
+    if isinstance(exc, SchemaTooNew):
+        return f"{exc} ({where})"
+    if isinstance(exc, NotAnESSDatabase):
+        return f"{where} is not an ess-tui database: {exc}"
+    if isinstance(exc, PermissionError):
+        return f"permission denied reading {where}: give this user read and write access to it"
+    if isinstance(exc, FileNotFoundError) or (
+        isinstance(exc, sqlite3.Error) and not os.path.exists(where)
+    ):
+        return f"database not found: {where} (start the ESS runner to create it, or fix the path)"
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        text = str(exc)
+        if name.startswith(tuple(_LOCKED)) or "locked" in text:
+            return (f"database is locked: another process holds a lock on {where}; "
+                    "it stays blocked until that process lets go")
+        if name.startswith(tuple(_CORRUPT)) or "malformed" in text or "not a database" in text:
+            return f"database is corrupt: {where}: {text}; restore it from a backup"
+        if name.startswith(("SQLITE_PERM", "SQLITE_READONLY", "SQLITE_AUTH")) or (
+            name.startswith("SQLITE_CANTOPEN") and not os.access(where, os.R_OK)
+        ):
+            return (f"permission denied reading {where} ({text}): give this user read and "
+                    "write access to the file and its directory")
+        if name.startswith("SQLITE_CANTOPEN"):
+            return (f"cannot open {where} ({text}): check the file and that its directory "
+                    "is writable (SQLite needs its -wal and -shm files)")
+        if name.startswith("SQLITE_IOERR"):
+            return f"I/O error on {where} ({text}): the file may be truncated or the disk failing"
+        if name.startswith("SQLITE_FULL"):
+            return f"disk full writing {where}: free some space"
+        if "no such table" in text or "no such column" in text:
+            return f"{where} is not an initialised ess-tui database ({text})"
+        return f"SQLite error on {where}: {text}"
+    if isinstance(exc, OSError):
+        return f"cannot access {where}: {exc.strerror or exc}"
+    return f"unexpected error on {where}: {type(exc).__name__}: {exc}"

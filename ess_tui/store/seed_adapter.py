@@ -1,0 +1,278 @@
+"""Running the ESS on a seed-shaped policy store (``get(key)`` / ``set(key, dict)``).
+
+``SeedPolicyStoreAdapter`` gives such a store the engine's ``StateStore`` protocol: the latch is
+the seed's ``emergency_stop`` key (written before anything else happens), the audit trail is kept
+in memory with the same hash chain as the SQLite store, and the runner lease is always granted
+(one process, one runner). ``as_state_store`` picks the adapter only when it is needed, and
+``MemoryPolicyStore`` is a dict-backed seed policy store for examples and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import time
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from ess_tui.engine.aio import call
+from ess_tui.engine.state import EmergencyState, ESSStatus, as_utc, clean_text, utcnow
+from ess_tui.engine.store import (
+    AuditRecord,
+    AuditVerification,
+    LatchResult,
+    LeaseInfo,
+    NotLatchedError,
+    StateStore,
+    StoreError,
+    StoreUnavailable,
+)
+from ess_tui.store import audit_chain
+from ess_tui.store.audit_chain import MODE_HMAC, MODE_SHA256, ChainRow
+from ess_tui.store.schema import EMERGENCY_KEY
+
+
+def _os_user() -> str:
+    from ess_tui.store.sqlite import os_user
+
+    return os_user()
+
+
+class MemoryPolicyStore:
+    """A seed-shaped policy store backed by a dict: sync ``get(key) -> dict`` and ``set``.
+
+    ``writes`` records every ``set`` in order, so a test can see what was written and when.
+    """
+
+    def __init__(self, initial: Mapping[str, dict[str, Any]] | None = None) -> None:
+        self._data: dict[str, dict[str, Any]] = copy.deepcopy(dict(initial or {}))
+        self.writes: list[tuple[str, dict[str, Any]]] = []
+
+    def get(self, key: str) -> dict[str, Any]:
+        return copy.deepcopy(self._data.get(key, {}))
+
+    def set(self, key: str, value: dict[str, Any]) -> None:
+        stored = copy.deepcopy(dict(value))
+        self._data[key] = stored
+        self.writes.append((key, copy.deepcopy(stored)))
+
+    def __repr__(self) -> str:
+        return f"MemoryPolicyStore(keys={sorted(self._data)})"
+
+
+class SeedPolicyStoreAdapter:
+    """The ``StateStore`` protocol over a seed-shaped policy store (sync or async get/set)."""
+
+    def __init__(self, policy_store: Any, *, audit_key: bytes | None = None) -> None:
+        self.policy_store = policy_store
+        self._key = audit_key if audit_key is not None else audit_chain.audit_key_from_env()
+        self._mode = MODE_HMAC if self._key else MODE_SHA256
+        self._rows: list[ChainRow] = []
+        self._lock = asyncio.Lock()
+        self._lease: LeaseInfo | None = None
+        self._last_reset_by: str | None = None
+        self._last_reset_at: datetime | None = None
+        self._change_seq = 0
+        #: Milliseconds the last write of the ``emergency_stop`` key took.
+        self.write_latency_ms: float | None = None
+        self.audit_warning: str | None = None
+
+    def __repr__(self) -> str:
+        return f"SeedPolicyStoreAdapter({self.policy_store!r})"
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def _read(self) -> EmergencyState:
+        try:
+            value = await call(self.policy_store, "get", EMERGENCY_KEY)
+            state = EmergencyState.from_policy(value)
+        except Exception as exc:  # noqa: BLE001 - unreadable is never "inactive"
+            raise StoreUnavailable(
+                f"policy store {type(self.policy_store).__name__}.get('emergency_stop') failed: "
+                f"{type(exc).__name__}: {clean_text(exc, limit=200)}"
+            ) from exc
+        state.last_reset_by = self._last_reset_by
+        state.last_reset_at = self._last_reset_at
+        return state
+
+    async def _write(self, state: EmergencyState) -> None:
+        started = time.perf_counter()
+        try:
+            await call(self.policy_store, "set", EMERGENCY_KEY, state.to_policy())
+        except Exception as exc:  # noqa: BLE001
+            raise StoreError(
+                f"policy store {type(self.policy_store).__name__}.set('emergency_stop') failed: "
+                f"{type(exc).__name__}: {clean_text(exc, limit=200)}"
+            ) from exc
+        self.write_latency_ms = (time.perf_counter() - started) * 1000
+        self._change_seq += 1
+
+    def _append(self, *, at: datetime, action: str, actor: str, reason: str | None,
+                details: Mapping[str, Any] | None) -> ChainRow:
+        last = (self._rows[-1].seq, self._rows[-1].hash) if self._rows else None
+        row = audit_chain.next_row(last, at=at, action=action, actor=actor, reason=reason,
+                                   details=details, key=self._key)
+        self._rows.append(row)
+        return row
+
+    @staticmethod
+    def _record(row: ChainRow) -> AuditRecord:
+        return AuditRecord(row.seq, datetime.fromisoformat(row.at), row.action, row.actor,
+                           row.reason, dict(row.details), row.prev_hash, row.hash)
+
+    # --- StateStore --------------------------------------------------------------------------
+
+    async def load_state(self) -> EmergencyState:
+        return await self._read()
+
+    async def change_seq(self) -> int:
+        return self._change_seq
+
+    async def latch(
+        self, reason: str, *, at: datetime | None = None, actor: str = "ess",
+        details: dict[str, Any] | None = None,
+    ) -> LatchResult:
+        when = as_utc(at) if at is not None else utcnow()
+        why = clean_text(reason) or "(no reason given)"
+        who = clean_text(actor, limit=200) or _os_user()
+        extra = dict(details) if isinstance(details, Mapping) else {}
+        async with self._lock:
+            try:
+                state = await self._read()
+            except StoreUnavailable as exc:
+                # Cannot read the old value: latch anyway, the count is unknown.
+                state = EmergencyState()
+                extra["state_read_error"] = str(exc)
+            if state.active:
+                self._append(at=when, action="extra_trigger", actor=who, reason=why,
+                             details={**extra, "latched_reason": state.reason,
+                                      "activation_count": state.activation_count})
+                return LatchResult(state, False)
+            new = EmergencyState(
+                status=ESSStatus.ACTIVE, reason=why, timestamp=when,
+                activation_count=state.activation_count + 1,
+                last_reset_by=self._last_reset_by, last_reset_at=self._last_reset_at,
+            )
+            await self._write(new)
+            self._append(at=when, action="activate", actor=who, reason=why,
+                         details={**extra, "activation_count": new.activation_count})
+            return LatchResult(new, True)
+
+    async def unlatch(
+        self, reset_by: str, *, at: datetime | None = None, note: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> EmergencyState:
+        when = as_utc(at) if at is not None else utcnow()
+        who = clean_text(reset_by, limit=200) or _os_user()
+        why = clean_text(note) if note else None
+        extra = dict(details) if isinstance(details, Mapping) else {}
+        async with self._lock:
+            state = await self._read()
+            if not state.active:
+                self._append(at=when, action="reset_refused", actor=who, reason="not latched",
+                             details={**extra, "note": why})
+                raise NotLatchedError(
+                    "the ESS is not latched: there is nothing to reset (the attempt was audited)"
+                )
+            new = EmergencyState(
+                status=ESSStatus.INACTIVE, reason=None, timestamp=when,
+                activation_count=state.activation_count, last_reset_by=who, last_reset_at=when,
+            )
+            await self._write(new)
+            self._last_reset_by, self._last_reset_at = who, when
+            self._append(at=when, action="reset", actor=who, reason=why,
+                         details={**extra, "previous_reason": state.reason,
+                                  "latched_since": state.timestamp,
+                                  "activation_count": state.activation_count})
+            return new
+
+    async def audit(
+        self, action: str, *, actor: str, reason: str | None = None,
+        details: dict[str, Any] | None = None, at: datetime | None = None,
+    ) -> AuditRecord:
+        when = as_utc(at) if at is not None else utcnow()
+        return self._record(self._append(at=when, action=action, actor=actor, reason=reason,
+                                         details=details))
+
+    async def read_audit(
+        self, limit: int | None = None, *, newest_first: bool = True
+    ) -> list[AuditRecord]:
+        if limit is None:
+            rows = self._rows
+        else:
+            count = max(0, int(limit))
+            rows = self._rows[max(0, len(self._rows) - count):] if count else []
+        records = [self._record(r) for r in rows]
+        return records[::-1] if newest_first else records
+
+    async def verify_audit(self) -> AuditVerification:
+        head = self._rows[-1].seq if self._rows else 0
+        return audit_chain.verify_chain(self._rows, mode=self._mode, key=self._key, head_seq=head)
+
+    async def get_policy(self, key: str) -> dict[str, Any] | None:
+        if key == EMERGENCY_KEY:
+            return (await self._read()).to_policy()
+        try:
+            value = await call(self.policy_store, "get", key)
+        except Exception as exc:  # noqa: BLE001
+            raise StoreUnavailable(f"policy store get({key!r}) failed: {exc}") from exc
+        return dict(value) if value else None
+
+    async def set_policy(
+        self, key: str, value: dict[str, Any], *, audit: bool = False, actor: str | None = None
+    ) -> None:
+        from ess_tui.store.sqlite import _policy_json
+
+        _policy_json(key, value)  # same rules as the SQLite store: never the emergency_stop key
+        try:
+            await call(self.policy_store, "set", key, dict(value))
+        except Exception as exc:  # noqa: BLE001
+            raise StoreError(f"policy store set({key!r}) failed: {exc}") from exc
+        if audit:
+            self._append(at=utcnow(), action="policy_set", actor=actor or _os_user(),
+                         reason=None, details={"key": key, "value": value})
+
+    async def acquire_lease(
+        self, holder: str, *, ttl_sec: float, at: datetime | None = None
+    ) -> LeaseInfo:
+        """Always granted: a seed policy store has no notion of competing runners."""
+        when = as_utc(at) if at is not None else utcnow()
+        who = clean_text(holder, limit=200) or _os_user()
+        expires = when + timedelta(seconds=float(ttl_sec))
+        previous = self._lease
+        acquired = previous.acquired_at if previous and previous.holder == who else when
+        self._lease = LeaseInfo(who, acquired, when, expires)
+        if previous is None or previous.holder != who:
+            self._append(at=when, action="lease_acquired", actor=who, reason=None,
+                         details={"previous_holder": previous.holder if previous else None,
+                                  "ttl_sec": float(ttl_sec)})
+        return self._lease
+
+    async def read_lease(self) -> LeaseInfo | None:
+        return self._lease
+
+    async def release_lease(self, holder: str) -> None:
+        if self._lease is not None and self._lease.holder == clean_text(holder, limit=200):
+            self._lease = None
+
+    async def close(self) -> None:
+        return None
+
+
+def _implements_state_store(obj: Any) -> bool:
+    return inspect.iscoroutinefunction(getattr(obj, "latch", None))
+
+
+def as_state_store(obj: Any) -> StateStore:
+    """``obj`` itself if it already is a ``StateStore`` (has an async ``latch``), else a
+    ``SeedPolicyStoreAdapter`` around a seed-shaped policy store."""
+    if _implements_state_store(obj):
+        return obj  # type: ignore[no-any-return]
+    if callable(getattr(obj, "get", None)) and callable(getattr(obj, "set", None)):
+        return SeedPolicyStoreAdapter(obj)
+    raise TypeError(
+        f"policy_store must be a StateStore (e.g. SQLiteStore) or have get(key) and "
+        f"set(key, dict) methods; got {type(obj).__name__}"
+    )
