@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ess_tui.config import Settings
+from ess_tui.config import ConfigError, Settings
 from ess_tui.engine.bus import EventBus
 from ess_tui.engine.controller import EmergencyStopController
 from ess_tui.engine.evaluators import (
@@ -185,7 +185,9 @@ class Runtime:
         if callable(starter):
             try:
                 await starter()
-            except Exception as exc:  # noqa: BLE001
+            except ConfigError:
+                raise  # a symbol the venue doesn't list, a key it refuses: stop before anything runs
+            except Exception as exc:  # noqa: BLE001 - the venue may come back; the ESS must run
                 self.bus.publish(WarningEvent("venue", f"venue start failed: {describe_error(exc)}"))
         self.health.start()
         try:
@@ -225,9 +227,11 @@ class Runtime:
             await asyncio.sleep(interval)
 
     async def _poll_book(self) -> None:
+        # The paper venue is free to ask; a real one has a rate limit that flattening may need.
+        interval = 1.0 if self.paper is not None else 5.0
         while True:
             await self.refresh_book()
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(interval)
 
     async def refresh_book(self) -> VenueSnapshot:
         """Read positions and open orders from the venue for the venue panel."""

@@ -1,0 +1,152 @@
+"""The exchange-side dead-man switch: if the ESS dies, the exchange cancels the orders itself.
+
+While the ESS runs, a countdown is kept armed on the exchange and re-armed every third of its
+timeout, so one or two missed re-arms still leave it armed; if the ESS process, host or network
+dies, the countdown runs out and the exchange cancels every open order. A clean shutdown disarms it.
+
+Two mechanisms are used, chosen by :mod:`ess_tui.venues.ccxt_profiles`:
+
+* ``cancel_all_after`` — ccxt's ``cancel_all_orders_after(ms)`` (OKX: account-wide; 0 disarms);
+* ``countdown`` — Binance futures' ``countdownCancelAll`` (per symbol; 0 disarms), which ccxt
+  exposes only as an implicit endpoint.
+
+``armed`` is true only while the last successful arm has not yet run out: what the venue panel
+shows is what the exchange will do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from ess_tui.engine.state import utcnow
+from ess_tui.engine.venue import VenueError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DeadManSwitch"]
+
+Caller = Callable[..., Awaitable[Any]]
+
+
+class DeadManSwitch:
+    """Arms, re-arms and disarms one exchange's cancel-all countdown."""
+
+    def __init__(
+        self,
+        *,
+        mechanism: str | None,
+        timeout_sec: float,
+        call: Caller,
+        market_ids: Callable[[], list[str]],
+        exchange_id: str,
+        note: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.mechanism = mechanism
+        self.timeout_sec = timeout_sec
+        self.note = note
+        self._call = call
+        self._market_ids = market_ids
+        self._exchange_id = exchange_id
+        self._clock = clock
+        self._expires_at: datetime | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.last_error: str | None = None
+        self.arm_count = 0
+
+    @property
+    def supported(self) -> bool:
+        return self.mechanism is not None
+
+    @property
+    def armed(self) -> bool:
+        return self._expires_at is not None and self._clock() < self._expires_at
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return self._expires_at if self.armed else None
+
+    @property
+    def rearm_interval_sec(self) -> float:
+        return self.timeout_sec / 3.0
+
+    async def _send(self, milliseconds: int) -> None:
+        if self.mechanism == "cancel_all_after":
+            await self._call("cancel_all_orders_after", milliseconds)
+        elif self.mechanism == "countdown":
+            method = (
+                "dapiPrivatePostCountdownCancelAll" if self._exchange_id == "binancecoinm"
+                else "fapiPrivatePostCountdownCancelAll"
+            )
+            await asyncio.gather(*(
+                self._call(method, {"symbol": market_id, "countdownTime": milliseconds})
+                for market_id in self._market_ids()
+            ))
+
+    async def arm(self) -> bool:
+        """(Re-)arm the countdown once. Returns whether it is armed; errors are kept, not raised."""
+        if not self.supported:
+            return False
+        sent_at = self._clock()
+        try:
+            await self._send(int(self.timeout_sec * 1000))
+        except VenueError as exc:
+            self.last_error = str(exc)
+            log.warning("dead-man switch not re-armed: %s", exc)
+            return self.armed
+        self._expires_at = sent_at + timedelta(seconds=self.timeout_sec)
+        self.last_error = None
+        self.arm_count += 1
+        return True
+
+    async def disarm(self) -> None:
+        """Stop re-arming and cancel the countdown on the exchange (clean shutdown)."""
+        await self.stop()
+        if not self.supported or self._expires_at is None:
+            return
+        try:
+            await self._send(0)
+        except VenueError as exc:
+            self.last_error = str(exc)
+            log.warning("dead-man switch could not be disarmed (it will fire): %s", exc)
+            return
+        self._expires_at = None
+
+    def start(self) -> None:
+        """Keep it armed in the background, re-arming every third of the timeout."""
+        if self.supported and self._task is None:
+            self._task = asyncio.create_task(self._keep_armed(), name="ess-dead-man-switch")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def _keep_armed(self) -> None:
+        while True:
+            await asyncio.sleep(self.rearm_interval_sec)
+            try:
+                await self.arm()
+            except Exception as exc:  # noqa: BLE001 - a bug must not silently end the re-arming
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("dead-man switch re-arm failed")
+
+    def status(self) -> dict[str, Any]:
+        expires = self.expires_at
+        return {
+            "supported": self.supported,
+            "armed": self.armed,
+            "mechanism": self.mechanism,
+            "timeout_sec": self.timeout_sec if self.supported else None,
+            "expires_at": expires.isoformat() if expires else None,
+            "note": self.note,
+            "last_error": self.last_error,
+        }

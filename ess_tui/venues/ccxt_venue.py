@@ -1,0 +1,604 @@
+"""A real exchange through ccxt (async), behind the engine's :class:`~ess_tui.engine.venue.Venue`.
+
+Each method makes one pass and raises the mapped :class:`~ess_tui.engine.venue.VenueError`; the
+engine's flatten loop (``ess_tui.engine.flatten``) does the retrying. What each pass covers:
+
+* ``cancel_all_orders`` — lists the open orders (regular *and* stop/trigger books), then uses
+  ccxt's ``cancel_all_orders`` per symbol where the exchange has it (binance needs a symbol and
+  keeps trigger orders apart), else ``cancel_orders`` / ``cancel_order`` by id (okx, coinbase).
+* ``fetch_positions`` / ``close_position`` — every open position of the configured market type
+  (the whole account, or only the listed symbols with ``scope = "symbols"``), closed with a
+  reduce-only market order on the opposite side, amounts at the market's precision. ``close_position``
+  never sends more than the venue says is open. All calls share ccxt's rate limiter.
+* a dead-man switch (:mod:`ess_tui.venues.ccxt_deadman`) armed by :meth:`CcxtVenue.start` and
+  disarmed by :meth:`CcxtVenue.close`.
+
+ccxt is imported when a ``CcxtVenue`` is built, never when this module is imported. Keys are read
+from the environment variables the config names, handed to ccxt, and kept nowhere else; every
+error text is scrubbed of them (:func:`ess_tui.venues.ccxt_errors.redact`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from ess_tui.engine.state import clean_text, utcnow
+from ess_tui.engine.venue import (
+    Order,
+    Position,
+    VenueAuthError,
+    VenueError,
+    VenueRejected,
+)
+from ess_tui.venues.ccxt_config import (
+    CcxtVenueConfig,
+    check_markets,
+    check_static,
+    exchange_family,
+    read_credentials,
+)
+from ess_tui.venues.ccxt_deadman import DeadManSwitch
+from ess_tui.venues.ccxt_errors import map_ccxt_error
+from ess_tui.venues.ccxt_profiles import Book, Profile, exchange_options, profile_for
+
+log = logging.getLogger(__name__)
+
+#: ccxt logs every request's headers (the API key among them) at DEBUG on its module logger. Our
+#: exchanges log to this one instead, pinned at WARNING whatever level the root logger runs at.
+wire_log = logging.getLogger("ess_tui.venues.ccxt_wire")
+wire_log.setLevel(logging.WARNING)
+
+__all__ = ["CcxtVenue", "build_exchange"]
+
+#: Most market orders one close may be split into (positions above the market's max order size).
+_MAX_CHUNKS = 50
+
+
+def build_exchange(
+    config: CcxtVenueConfig, credentials: Mapping[str, str], *, websocket: bool = False
+) -> Any:
+    """A ccxt async exchange for ``config``: rate-limited, lean options, sandbox/demo applied.
+
+    ``websocket=True`` builds the ccxt.pro class (REST and ``watch_*``) where ccxt.pro has it.
+    """
+    import ccxt.async_support as ccxt_async
+
+    cls = getattr(ccxt_async, config.exchange)
+    if websocket:
+        import ccxt.pro as ccxt_pro
+
+        cls = getattr(ccxt_pro, config.exchange, cls)
+    defaults = cls().options  # the class's own options, to merge into
+    exchange = cls({
+        **credentials,
+        "enableRateLimit": True,
+        "timeout": int(config.request_timeout_sec * 1000),
+        "options": exchange_options(config, defaults),
+    })
+    exchange.has["fetchCurrencies"] = False
+    exchange.logger = wire_log
+    family = exchange_family(config.exchange)
+    if config.sandbox or (config.demo_trading and family == "okx"):
+        exchange.set_sandbox_mode(True)
+    elif config.demo_trading:
+        exchange.enable_demo_trading(True)
+    return exchange
+
+
+def _worst(errors: list[BaseException]) -> BaseException:
+    """The error to raise after a fan-out: an auth error first, else the first one."""
+    for exc in errors:
+        if isinstance(exc, VenueAuthError):
+            return exc
+    return errors[0]
+
+
+def _number(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0
+
+
+def _side_from_info(info: dict[str, Any]) -> str | None:
+    """The position's side from the venue's own fields, when ccxt could not tell (None: unknown)."""
+    position_side = str(info.get("positionSide") or info.get("posSide") or "").lower()
+    if position_side in ("long", "short"):
+        return position_side
+    for key in ("positionAmt", "pos", "currentQty"):
+        amount = _number(info.get(key))
+        if amount:
+            return "long" if amount > 0 else "short"
+    side = str(info.get("side") or "").lower()
+    return {"buy": "long", "sell": "short"}.get(side)
+
+
+class CcxtVenue:
+    """The ESS's venue on a real exchange. Build it, ``await start()``, ``await close()``."""
+
+    def __init__(
+        self,
+        config: CcxtVenueConfig,
+        *,
+        environ: Mapping[str, str] | None = None,
+        exchange: Any | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        check_static(config, env)
+        self.config = config
+        self.exchange_id = config.exchange
+        self.name = config.exchange if config.mode == "live" else f"{config.exchange} ({config.mode})"
+        credentials = read_credentials(config, env)
+        self._secrets = tuple(v for v in credentials.values() if v)
+        self.exchange = exchange if exchange is not None else build_exchange(config, credentials)
+        self.exchange.logger = wire_log
+        del credentials
+        self._clock = clock
+        self._ready_lock = asyncio.Lock()
+        self._markets_ready = False
+        self._profile: Profile = profile_for(config, dict(self.exchange.has))
+        self._positions: dict[tuple[str, str], dict[str, Any]] = {}
+        self._order_failures: list[tuple[datetime, str]] = []
+        self.last_ok_at: datetime | None = None
+        self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
+        self.auth_failed = False
+        self.settle_currency: str | None = config.settle_currency
+        self.dead_man = DeadManSwitch(
+            mechanism=self._profile.dead_man,
+            timeout_sec=config.dead_man_timeout_sec,
+            call=self._call,
+            market_ids=self._listed_market_ids,
+            exchange_id=config.exchange,
+            note=self._profile.dead_man_note,
+            clock=clock,
+        )
+
+    def __repr__(self) -> str:
+        return f"CcxtVenue({self.name!r}, {self.config.market_type}, {len(self.config.symbols)} symbols)"
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        """One ccxt call; ccxt errors come out as VenueErrors with a scrubbed message."""
+        try:
+            result = await getattr(self.exchange, method)(*args)
+        except Exception as exc:  # noqa: BLE001 - mapped, or re-raised when not ccxt's
+            self._raise_mapped(exc, method)
+        self.last_ok_at = self._clock()
+        if method != "load_markets":  # a private call went through: the key works (again)
+            self.auth_failed = False
+        return result
+
+    def _raise_mapped(self, exc: Exception, method: str) -> None:
+        mapped = map_ccxt_error(exc, venue=self.exchange_id, call=method, secrets=self._secrets)
+        if mapped is None:
+            raise exc
+        self._note_error(mapped)
+        raise mapped from None
+
+    def _note_error(self, exc: VenueError) -> None:
+        self.last_error = str(exc)
+        self.last_error_at = self._clock()
+        if isinstance(exc, VenueAuthError):
+            if not self.auth_failed:
+                log.critical("%s", exc)
+            self.auth_failed = True
+        else:  # the caller (flatten loop, evaluator) reports it; one line here is enough
+            log.debug("%s", exc)
+
+    async def _ready(self) -> None:
+        """Markets loaded (once). Called by every public method."""
+        if self._markets_ready:
+            return
+        async with self._ready_lock:
+            if self._markets_ready:
+                return
+            await self._call("load_markets")
+            if self._profile.family == "bybit":
+                # account type (unified or not), cached by ccxt; asked once here rather than by
+                # every concurrent call of the first flatten pass
+                await self._call("is_unified_enabled")
+            markets = self.exchange.markets or {}
+            self._profile = profile_for(self.config, dict(self.exchange.has), markets)
+            self.dead_man.mechanism = self._profile.dead_man
+            if self.settle_currency is None:
+                first = markets.get(self.config.symbols[0]) or {}
+                self.settle_currency = first.get("settle") or first.get("quote")
+            self._markets_ready = True
+
+    async def call(self, method: str, *args: Any) -> Any:
+        """Any ccxt method, markets loaded and errors mapped (for the account and tools)."""
+        await self._ready()
+        return await self._call(method, *args)
+
+    def _listed_market_ids(self) -> list[str]:
+        markets = self.exchange.markets or {}
+        return [markets[s]["id"] for s in self.config.symbols if s in markets]
+
+    def _in_scope(self, symbol: str | None) -> bool:
+        market = (self.exchange.markets or {}).get(symbol or "")
+        if market is None or market.get("type") != self.config.market_type:
+            return False
+        return self.config.scope == "account" or symbol in self.config.symbols
+
+    async def _fan_out(self, calls: list[Any]) -> list[Any]:
+        """Run calls concurrently (ccxt's limiter spaces them); raise the worst error, if any."""
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise _worst(errors)
+        return results
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load markets, check the symbols, check the key, arm the dead-man switch.
+
+        Raises :class:`~ess_tui.venues.ccxt_config.CcxtConfigError` for a symbol the exchange
+        does not list, :class:`VenueAuthError` for a rejected key, before anything trades.
+        """
+        await self._ready()
+        check_markets(self.config, self.exchange.markets or {})
+        try:
+            await self.get_account_balance()
+        except VenueAuthError:
+            raise
+        except VenueError as exc:
+            log.warning("balance not read at start (will retry): %s", exc)
+        if self.dead_man.supported:
+            await self.dead_man.arm()
+            self.dead_man.start()
+        log.info(
+            "ccxt venue %s ready: %s %s, dead-man switch %s", self.name, self.config.market_type,
+            ", ".join(self.config.symbols),
+            "armed" if self.dead_man.armed else f"off ({self.dead_man.note})",
+        )
+
+    async def close(self) -> None:
+        """Disarm the dead-man switch (clean shutdown) and release the HTTP session."""
+        try:
+            if self._markets_ready:
+                await self.dead_man.disarm()
+            else:
+                await self.dead_man.stop()
+        finally:
+            await self.exchange.close()
+
+    @property
+    def dead_man_supported(self) -> bool:
+        return self.dead_man.supported
+
+    @property
+    def dead_man_armed(self) -> bool:
+        return self.dead_man.armed
+
+    def status(self) -> dict[str, Any]:
+        """What the venue panel shows. No key material."""
+        return {
+            "venue": self.exchange_id,
+            "name": self.name,
+            "mode": self.config.mode,
+            "market_type": self.config.market_type,
+            "scope": self.config.scope,
+            "symbols": list(self.config.symbols),
+            "armed": self.dead_man.armed,
+            "dead_man_supported": self.dead_man.supported,
+            "dead_man": self.dead_man.status(),
+            "last_ok_at": self.last_ok_at,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "auth_failed": self.auth_failed,
+            "markets_loaded": self._markets_ready,
+        }
+
+    # -- positions -----------------------------------------------------------------------------
+
+    async def _positions_raw(self) -> list[dict[str, Any]]:
+        if self.config.market_type == "spot":
+            return await self._spot_holdings()
+        batches = await self._fan_out([
+            self._call("fetch_positions", symbols, dict(params))
+            for symbols, params in self._profile.position_queries
+        ])
+        seen: dict[tuple[str, str], dict[str, Any]] = {}
+        for raw in (p for batch in batches for p in (batch or [])):
+            symbol = raw.get("symbol")
+            if not self._in_scope(symbol) or abs(_number(raw.get("contracts"))) <= 0:
+                continue
+            side = raw.get("side")
+            if side not in ("long", "short"):
+                side = _side_from_info(raw.get("info") or {})
+                raw = {**raw, "side": side or "long", "_side_guessed": side is None}
+            seen[(symbol, raw["side"])] = raw
+        self._positions = seen
+        return list(seen.values())
+
+    async def _spot_holdings(self) -> list[dict[str, Any]]:
+        """Spot balances of the listed symbols' base currencies, when configured; else none."""
+        if not self.config.include_spot_balances:
+            self._positions = {}
+            return []
+        balance = await self._call("fetch_balance")
+        markets = self.exchange.markets or {}
+        seen: dict[tuple[str, str], dict[str, Any]] = {}
+        for symbol in self.config.symbols:
+            market = markets.get(symbol) or {}
+            base = market.get("base")
+            total = _number((balance.get("total") or {}).get(base))
+            minimum = _number(((market.get("limits") or {}).get("amount") or {}).get("min"))
+            if total <= 0 or total < minimum:
+                continue  # nothing, or dust the market will not take
+            free = _number((balance.get("free") or {}).get(base))
+            seen[(symbol, "long")] = {
+                "symbol": symbol, "side": "long", "contracts": total, "free": free,
+            }
+        self._positions = seen
+        return list(seen.values())
+
+    @staticmethod
+    def _to_position(raw: dict[str, Any]) -> Position:
+        return Position(
+            symbol=raw["symbol"],
+            side=raw["side"],
+            amount=abs(_number(raw.get("contracts"))),
+            entry_price=_number(raw.get("entryPrice")),
+            mark_price=_number(raw.get("markPrice")),
+        )
+
+    async def fetch_positions(self) -> list[Position]:
+        """Every open position in scope (amount in the market's order units: contracts)."""
+        await self._ready()
+        return [self._to_position(raw) for raw in await self._positions_raw()]
+
+    def _max_order_amount(self, market: dict[str, Any]) -> float | None:
+        limits = market.get("limits") or {}
+        for value in (
+            (limits.get("market") or {}).get("max"),
+            ((market.get("info") or {}).get("lotSizeFilter") or {}).get("maxMktOrderQty"),
+            (limits.get("amount") or {}).get("max"),
+        ):
+            number = _number(value)
+            if number > 0:
+                return number
+        return None
+
+    def _chunks(self, symbol: str, amount: float) -> list[float]:
+        """``amount`` split into orders the market accepts, each at the amount precision."""
+        market = self.exchange.market(symbol)
+        largest = self._max_order_amount(market)
+        pieces = [amount]
+        if largest is not None and amount > largest:
+            count = math.ceil(amount / largest)
+            if count > _MAX_CHUNKS:
+                raise VenueRejected(
+                    f"{self.exchange_id}: {symbol} position of {amount:g} needs {count} market "
+                    f"orders of at most {largest:g}; close it by hand",
+                    venue=self.exchange_id, call="create_order",
+                )
+            pieces = [largest] * (count - 1) + [amount - largest * (count - 1)]
+        out: list[float] = []
+        for piece in pieces:
+            try:
+                out.append(float(self.exchange.amount_to_precision(symbol, piece)))
+            except Exception as exc:  # noqa: BLE001 - ccxt says the amount is below the step
+                mapped = map_ccxt_error(exc, venue=self.exchange_id, call="amount_to_precision")
+                step = (market.get("precision") or {}).get("amount")
+                raise VenueRejected(
+                    f"{self.exchange_id}: {symbol} amount {piece:g} is below the market's amount "
+                    f"step {step}; close the remainder by hand ({mapped or exc})",
+                    venue=self.exchange_id, call="create_order",
+                ) from None
+        return [p for p in out if p > 0]
+
+    async def close_position(self, position: Position) -> float:
+        """One reduce-only market order (or a few, above the market's max size) closing ``position``.
+
+        The amount is the smaller of ``position.amount`` and what the venue last said is open; a
+        position the venue no longer shows is not traded. Returns the amount filled, or sent when
+        the venue does not report fills in its answer.
+        """
+        await self._ready()
+        key = (position.symbol, position.side)
+        raw = self._positions.get(key)
+        if raw is None:
+            await self._positions_raw()  # look again rather than trade on a stale picture
+            raw = self._positions.get(key)
+            if raw is None:
+                return 0.0
+        if raw.get("_side_guessed"):
+            raise VenueRejected(
+                f"{self.exchange_id}: {position.symbol} position side not reported by the venue; "
+                "not closing blind, close it by hand",
+                venue=self.exchange_id, call="create_order",
+            )
+        held = abs(_number(raw.get("contracts")))
+        if self.config.market_type == "spot":
+            balance = await self._call("fetch_balance")
+            base = self.exchange.market(position.symbol)["base"]
+            held = min(held, _number((balance.get("free") or {}).get(base)))
+        amount = min(position.amount, held)
+        if amount <= 0:
+            return 0.0
+        side = position.closing_side
+        params = self._profile.close_params(raw)
+        filled_total = 0.0
+        for piece in self._chunks(position.symbol, amount):
+            try:
+                order = await self._call(
+                    "create_order", position.symbol, "market", side, piece, None, dict(params)
+                )
+            except VenueError as exc:
+                if not isinstance(exc, VenueAuthError):
+                    self._order_failures.append((self._clock(), str(exc)))
+                raise
+            filled = (order or {}).get("filled")
+            filled_total += _number(filled) if filled is not None else piece
+        log.info("closed %s: %s %s market reduce-only", position.describe(), side, amount)
+        return filled_total
+
+    async def close_all_positions(self) -> int:
+        """Close every position concurrently. Returns how many; raises if any could not be."""
+        positions = await self.fetch_positions()
+        results = await asyncio.gather(
+            *(self.close_position(p) for p in positions), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise _worst(errors)
+        return sum(1 for r in results if _number(r) > 0)
+
+    # -- orders --------------------------------------------------------------------------------
+
+    async def _open_orders_raw(self) -> list[tuple[Book, dict[str, Any]]]:
+        queries = [
+            (book, symbol, {**params, **book.fetch_params})
+            for symbol, params in self._profile.order_queries
+            for book in self._profile.books
+        ]
+        batches = await self._fan_out([
+            self._call("fetch_open_orders", symbol, None, None, params)
+            for _, symbol, params in queries
+        ])
+        seen: dict[str, tuple[Book, dict[str, Any]]] = {}
+        for (book, _, _), batch in zip(queries, batches):
+            for raw in batch or []:
+                if not self._in_scope(raw.get("symbol")):
+                    continue
+                order_id = str(raw.get("id"))
+                if order_id not in seen or book.trigger:  # a trigger book knows it better
+                    seen[order_id] = (book, raw)
+        return list(seen.values())
+
+    @staticmethod
+    def _to_order(book: Book, raw: dict[str, Any]) -> Order:
+        stop = raw.get("stopLossPrice") or raw.get("triggerPrice") or raw.get("stopPrice")
+        take = raw.get("takeProfitPrice")
+        if take and not raw.get("stopLossPrice"):
+            kind = "take_profit"
+        elif book.trigger or stop:
+            kind = "stop"
+        else:
+            kind = str(raw.get("type") or "limit")
+        remaining = raw.get("remaining")
+        amount = _number(remaining if remaining is not None else raw.get("amount"))
+        price = raw.get("price") or stop or take
+        return Order(
+            id=str(raw.get("id")),
+            symbol=str(raw.get("symbol")),
+            side=raw.get("side") or "buy",
+            amount=amount,
+            price=_number(price) or None,
+            kind=kind,
+            reduce_only=bool(raw.get("reduceOnly")),
+        )
+
+    async def fetch_open_orders(self) -> list[Order]:
+        """Every open order in scope: regular and stop/trigger/algo books alike."""
+        await self._ready()
+        return [self._to_order(book, raw) for book, raw in await self._open_orders_raw()]
+
+    async def _cancel_symbol(self, symbol: str) -> None:
+        """Cancel-all for one symbol in every book the venue keeps apart."""
+        await self._fan_out([
+            self._call("cancel_all_orders", symbol, dict(book.cancel_params))
+            for book in self._profile.books
+        ])
+
+    async def _cancel_by_id(self, orders: list[tuple[Book, dict[str, Any]]]) -> int:
+        """No cancel-all on this venue: cancel by id, batched per symbol and book."""
+        groups: dict[tuple[str, str], tuple[Book, list[str]]] = {}
+        for book, raw in orders:
+            entry = groups.setdefault((book.label, raw["symbol"]), (book, []))
+            entry[1].append(str(raw["id"]))
+        calls: list[Any] = []
+        sizes: list[int] = []
+        batch_ok = bool(self.exchange.has.get("cancelOrders"))
+        for (_, symbol), (book, ids) in groups.items():
+            size = self._profile.trigger_cancel_batch if book.trigger else self._profile.cancel_batch
+            if batch_ok:
+                for start in range(0, len(ids), size):
+                    chunk = ids[start:start + size]
+                    calls.append(self._call("cancel_orders", chunk, symbol, dict(book.cancel_params)))
+                    sizes.append(len(chunk))
+            else:
+                for order_id in ids:
+                    calls.append(self._cancel_one(order_id, symbol, book))
+                    sizes.append(1)
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise _worst(errors)
+        return sum(sizes)
+
+    async def _cancel_one(self, order_id: str, symbol: str, book: Book) -> None:
+        import ccxt
+
+        try:
+            await self.exchange.cancel_order(order_id, symbol, dict(book.cancel_params))
+        except ccxt.OrderNotFound:
+            return  # already gone (filled or cancelled): that is what we wanted
+        except Exception as exc:  # noqa: BLE001 - mapped, or re-raised when not ccxt's
+            self._raise_mapped(exc, "cancel_order")
+        self.last_ok_at = self._clock()
+
+    async def cancel_all_orders(self) -> int:
+        """Cancel every open order in scope, stop/trigger orders included. Returns how many.
+
+        Lists the open orders first (so the count is real and symbols outside the list are found),
+        then cancels. If listing fails, the listed symbols are still cancelled before the error
+        is raised.
+        """
+        await self._ready()
+        listing_error: VenueError | None = None
+        try:
+            open_orders = await self._open_orders_raw()
+        except VenueAuthError:
+            raise
+        except VenueError as exc:
+            listing_error, open_orders = exc, []
+        if self.exchange.has.get("cancelAllOrders") is True:
+            symbols = list(dict.fromkeys(
+                [*self.config.symbols, *(raw["symbol"] for _, raw in open_orders)]
+            ))
+            await self._fan_out([self._cancel_symbol(s) for s in symbols])
+            count = len(open_orders)
+        else:
+            count = await self._cancel_by_id(open_orders) if open_orders else 0
+        if listing_error is not None:
+            raise listing_error
+        if count:
+            log.info("cancelled %d open order(s) on %s", count, self.name)
+        return count
+
+    # -- account -------------------------------------------------------------------------------
+
+    async def fetch_balance(self) -> dict[str, Any]:
+        """ccxt's balance structure (mapped errors)."""
+        await self._ready()
+        return await self._call("fetch_balance")
+
+    async def get_account_balance(self) -> float:
+        """Account equity in the settlement currency, unrealised PnL included."""
+        balance = await self.fetch_balance()
+        currency = self.settle_currency or "USDT"
+        equity = self._profile.equity(balance, currency)
+        if equity is None:
+            raise VenueRejected(
+                f"{self.exchange_id}: no {currency} balance in the account; set "
+                "venue.settle_currency to the currency the account is margined in",
+                venue=self.exchange_id, call="fetch_balance",
+            )
+        return equity
+
+    def order_failures(self, since: datetime) -> list[str]:
+        """Orders this venue sent that the exchange refused, since ``since``."""
+        return [clean_text(text) for at, text in self._order_failures if at >= since]
