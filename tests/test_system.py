@@ -166,3 +166,37 @@ async def test_runner_picks_up_a_latch_written_by_another_process(tmp_path):
     await ess.stop()
     await runner_store.close()
     await cli_store.close()
+
+
+async def test_a_trigger_while_the_store_is_unreadable_still_latches_and_flattens(tmp_path):
+    from ess_tui.engine.store import StoreUnavailable
+    from ess_tui.engine.venue import Position
+
+    class Unreadable(SQLiteStore):
+        broken = False
+
+        async def load_state(self):
+            if self.broken:
+                raise StoreUnavailable("database is corrupt: file is not a database")
+            return await super().load_state()
+
+        async def latch(self, *a, **kw):
+            if self.broken:
+                raise StoreUnavailable("database is corrupt: file is not a database")
+            return await super().latch(*a, **kw)
+
+    store = Unreadable(tmp_path / "ess.db")
+    venue = FakeVenue(positions=[Position("BTC/USDT", "long", 1.0)])
+    controller = EmergencyStopController(store, venue, retry=FAST)
+    metrics = FakeMetricsRepository()
+    ess = EmergencyStopSystem([DrawdownEmergencyEvaluator(metrics)], controller, store, 0.1)
+    await ess.run_cycle()
+    store.broken = True
+    await ess.run_cycle()
+    assert controller.is_active and "unavailable" in controller.state.reason  # shown as latched
+    assert venue.positions  # not knowing the state alone does not flatten
+    metrics.daily_pnl_pct = -20.0
+    await ess.run_cycle()
+    await controller.wait_flattened(timeout=2)
+    assert controller.not_durable and venue.positions == []
+    await store.close()

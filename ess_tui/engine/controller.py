@@ -119,6 +119,15 @@ class EmergencyStopController:
         return self.state.active
 
     @property
+    def known_latched(self) -> bool:
+        """Latched as far as this process knows for certain (store read, or latched here).
+
+        Unlike :attr:`is_active`, an unreadable store does not count: a trigger that fires while
+        the store is unreadable must still latch (in memory) and flatten.
+        """
+        return self._state.active
+
+    @property
     def unavailable(self) -> str | None:
         """Why the stored state cannot be read right now, or None."""
         return self._unavailable

@@ -186,7 +186,7 @@ class EmergencyStopSystem:
         self.bus.publish(EvaluationsEvent(tuple(evaluations)))
 
         await self.controller.refresh()
-        if self.controller.is_active:
+        if self.controller.known_latched:
             return evaluations  # keep evaluating for display; never re-activate
         for evaluation in evaluations:
             if evaluation.triggered:
