@@ -284,6 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "headless":
             _setup_logging(settings, args.verbose, to_stderr=True)
             return asyncio.run(_headless(settings))
+        if command in ("activate", "reset"):
+            _setup_logging(settings, args.verbose, to_stderr=False)  # who did what, in the log
+        elif command in ("status", "audit"):
+            logging.getLogger().addHandler(logging.NullHandler())  # stdout is the answer
         if command == "status":
             return asyncio.run(_status(settings, args.json))
         if command == "activate":

@@ -90,10 +90,15 @@ class Flattener:
         self.retry = retry or RetryPolicy()
         self.still_latched = still_latched
         self.venue_calls = 0
+        #: What the venue last said is open (None: it has not said since the latch). When a
+        #: check fails these are what the report and the retry message name, as last seen.
+        self.last_positions: tuple[str, ...] | None = None
+        self.last_orders: tuple[str, ...] | None = None
+        self._verified = False
 
     def _progress(self, step: str, message: str, attempt: int, error: str | None = None) -> None:
         if error:
-            log.warning("flatten %s (attempt %d): %s", step, attempt, error)
+            log.warning("flatten %s (attempt %d): %s (error: %s)", step, attempt, message, error)
         else:
             log.info("flatten %s (attempt %d): %s", step, attempt, message)
         if self.bus is not None:
@@ -122,7 +127,7 @@ class Flattener:
             if done:
                 break
             delay = self.retry.delay(attempt)
-            left = ", ".join((*report.remaining_positions, *report.remaining_orders)) or "unknown"
+            left = self._still_open(report)
             self._progress(
                 "retry",
                 f"not flat after pass {attempt}; still open: {left}; retrying in {delay:.2f}s",
@@ -144,10 +149,34 @@ class Flattener:
             venue_calls=self.venue_calls,
         )
 
+    def _still_open(self, report: FlattenReport) -> str:
+        """What is still open, for the retry message; says when it is only as last seen."""
+        items = ", ".join((*report.remaining_positions, *report.remaining_orders))
+        if self._verified:
+            return items or "unknown"
+        unknown = [name for name, seen in (("positions", self.last_positions),
+                                           ("orders", self.last_orders)) if seen is None]
+        text = f"{items} (as last seen: the venue did not answer the check)" if items else ""
+        if unknown:
+            text += ("; " if text else "") + (
+                f"{' and '.join(unknown)} unknown: the venue has not answered since the latch"
+            )
+        return text or "unknown"
+
+    def _unverified(self, canceled: int, closed: int, attempt: int, errors: list[str],
+                    fatal: bool) -> FlattenReport:
+        """The report of a pass whose check failed: not flat, naming what was last seen open."""
+        return FlattenReport(
+            orders_canceled=canceled, positions_closed=closed, flat=False, attempts=attempt,
+            remaining_positions=self.last_positions or (), remaining_orders=self.last_orders or (),
+            last_error=errors[-1], fatal=fatal,
+        )
+
     async def one_pass(self, attempt: int = 1) -> FlattenReport:
         """Cancel, then close, then verify. Errors are reported in the result, not raised."""
         errors: list[str] = []
         fatal = False
+        self._verified = False
 
         def note(step: str, exc: BaseException) -> None:
             nonlocal fatal
@@ -176,6 +205,7 @@ class Flattener:
             note("fetch positions", positions_result)
         elif full:
             positions = list(positions_result)
+            self.last_positions = tuple(p.describe() for p in positions)
         if fatal:
             return FlattenReport(orders_canceled=canceled, flat=False, attempts=attempt,
                                  last_error=errors[-1], fatal=True)
@@ -200,27 +230,38 @@ class Flattener:
             results = await asyncio.gather(
                 *(self._close_one(p) for p in positions), return_exceptions=True
             )
+            still_open: list[str] = []
             for position, result in zip(positions, results):
                 if isinstance(result, BaseException):
                     note(f"close {position.symbol}", result)
+                    still_open.append(position.describe())
                 elif result >= position.amount * (1 - 1e-9) - _DUST:
                     closed += 1
+                else:
+                    still_open.append(position.describe())
+            self.last_positions = tuple(still_open)
             self._progress("close", f"closed {closed} of {len(positions)} position(s)", attempt)
         if fatal:
             return FlattenReport(orders_canceled=canceled, positions_closed=closed, flat=False,
                                  attempts=attempt, last_error=errors[-1], fatal=True)
 
-        # 3. Verify: re-fetch both books.
-        try:
-            left_positions, left_orders = await asyncio.gather(
-                self._call("fetch_positions"), self._call("fetch_open_orders")
-            )
-        except Exception as exc:  # noqa: BLE001
-            note("verify", exc)
-            return FlattenReport(orders_canceled=canceled, positions_closed=closed, flat=False,
-                                 attempts=attempt, last_error=errors[-1], fatal=fatal)
-        remaining_p = tuple(p.describe() for p in left_positions)
-        remaining_o = tuple(o.describe() for o in left_orders)
+        # 3. Verify: re-fetch both books. Each failure is reported, not only the first.
+        left_positions, left_orders = await asyncio.gather(
+            self._call("fetch_positions"), self._call("fetch_open_orders"), return_exceptions=True
+        )
+        if isinstance(left_positions, BaseException):
+            note("verify", left_positions)
+        else:
+            self.last_positions = tuple(p.describe() for p in left_positions)
+        if isinstance(left_orders, BaseException):
+            note("verify", left_orders)
+        else:
+            self.last_orders = tuple(o.describe() for o in left_orders)
+        if isinstance(left_positions, BaseException) or isinstance(left_orders, BaseException):
+            return self._unverified(canceled, closed, attempt, errors, fatal)
+        self._verified = True
+        remaining_p = self.last_positions
+        remaining_o = self.last_orders
         flat = not remaining_p and not remaining_o
         self._progress(
             "verify",
