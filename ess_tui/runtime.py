@@ -265,7 +265,7 @@ class Runtime:
         who = clean_text(actor or self.actor, limit=120)
         text = clean_text(reason) or "Manual emergency stop"
         self.manual.trigger(text)
-        return await self.controller.latch(text, source="manual", details={"operator": who})
+        return await self.controller.latch(text, source="manual", actor=who)
 
     async def reset(self, reset_by: str, note: str | None = None,
                     details: dict[str, Any] | None = None) -> EmergencyState:

@@ -13,6 +13,7 @@ a request that matches nothing gets a 500 and is kept in ``unmatched`` for the t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import urllib.parse
 from dataclasses import dataclass, field
@@ -211,3 +212,16 @@ def make_venue(server: StubExchangeServer, exchange_id: str, env: dict[str, str]
     exchange = server.attach(build_exchange(cfg, read_credentials(cfg, env)))
     serve_markets(server, exchange_id, cfg.market_type)
     return CcxtVenue(cfg, environ=env, exchange=exchange)
+
+
+@contextlib.asynccontextmanager
+async def running(*, strict: bool = True):
+    """A started stub server; with ``strict``, a request no route matched fails the test."""
+    srv = StubExchangeServer()
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+    if strict:
+        assert not srv.unmatched, [f"{r.method} {r.path}" for r in srv.unmatched]

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ccxt_stub import StubExchangeServer, make_venue
+from ccxt_stub import running, make_venue
 from ess_tui.engine.evaluators import DrawdownEmergencyEvaluator, ExecutionErrorEmergencyEvaluator
 from ess_tui.engine.venue import VenueUnavailable
 from ess_tui.market.metrics import AccountMetrics
@@ -44,11 +44,8 @@ class MemoryPolicies:
 
 @pytest.fixture
 async def server():
-    srv = StubExchangeServer()
-    await srv.start()
-    yield srv
-    await srv.stop()
-    assert not srv.unmatched, [f"{r.method} {r.path}" for r in srv.unmatched]
+    async with running() as srv:
+        yield srv
 
 
 async def test_binance_stop_fills_and_rejections_are_counted_once_in_their_window(server):

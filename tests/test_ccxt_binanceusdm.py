@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from ccxt_stub import StubExchangeServer, make_venue
+from ccxt_stub import running, make_venue
 from ess_tui.engine.flatten import Flattener, RetryPolicy
 from ess_tui.engine.venue import Position
 
@@ -68,11 +68,8 @@ DONE = {"code": 200, "msg": "The operation of cancel all open order is done."}
 
 @pytest.fixture
 async def server():
-    srv = StubExchangeServer()
-    await srv.start()
-    yield srv
-    await srv.stop()
-    assert not srv.unmatched, [f"{r.method} {r.path}" for r in srv.unmatched]
+    async with running() as srv:
+        yield srv
 
 
 @pytest.fixture

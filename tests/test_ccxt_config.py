@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ccxt_stub import ENV, StubExchangeServer, make_venue
+from ccxt_stub import running, ENV, StubExchangeServer, make_venue
 from ess_tui.config import ConfigError
 from ess_tui.venues.ccxt_config import CcxtConfigError, CcxtVenueConfig, check_static
 from ess_tui.venues.ccxt_venue import CcxtVenue
@@ -65,10 +65,8 @@ def test_missing_keys_name_the_variables_not_the_values():
 
 @pytest.fixture
 async def server():
-    srv = StubExchangeServer()
-    await srv.start()
-    yield srv
-    await srv.stop()
+    async with running(strict=False) as srv:
+        yield srv
 
 
 @pytest.mark.parametrize(("symbols", "expected"), [

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from ccxt_stub import ENV, StubExchangeServer, make_venue
+from ccxt_stub import running, ENV, StubExchangeServer, make_venue
 from ess_tui.engine.flatten import Flattener, RetryPolicy
 from ess_tui.engine.venue import (
     VenueAuthError,
@@ -48,10 +48,8 @@ EXPECTED = {"401": VenueAuthError, "429": VenueRateLimited, "503": VenueUnavaila
 
 @pytest.fixture
 async def server():
-    srv = StubExchangeServer()
-    await srv.start()
-    yield srv
-    await srv.stop()
+    async with running(strict=False) as srv:
+        yield srv
 
 
 def assert_no_secrets(*texts: str) -> None:

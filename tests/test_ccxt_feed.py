@@ -9,7 +9,7 @@ import time
 import ccxt
 import pytest
 
-from ccxt_stub import StubExchangeServer, serve_markets
+from ccxt_stub import running, serve_markets
 from ess_tui.market.feed import FeedMonitor
 from ess_tui.venues.ccxt_config import CcxtVenueConfig
 from ess_tui.venues.ccxt_feed import CcxtTickerFeed
@@ -29,11 +29,8 @@ def okx_ticker(inst: str, bid: str, ask: str, last: str, ts: int) -> dict:
 
 @pytest.fixture
 async def server():
-    srv = StubExchangeServer()
-    await srv.start()
-    yield srv
-    await srv.stop()
-    assert not srv.unmatched, [f"{r.method} {r.path}" for r in srv.unmatched]
+    async with running() as srv:
+        yield srv
 
 
 def keyless(server, exchange_id: str, *, websocket: bool = False, **config):

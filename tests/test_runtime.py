@@ -59,6 +59,8 @@ async def test_manual_stop_is_durable_when_it_returns(settings):
         with sqlite3.connect(settings.db_path) as conn:
             active, reason = conn.execute("SELECT active, reason FROM state").fetchone()
         assert state.active and active == 1 and reason == "operator saw a runaway algo"
+        latch_row = next(r for r in await rt.store.read_audit() if r.action == "activate")
+        assert latch_row.actor == "alice"  # the operator, not the engine, is on the record
         await rt.reset("alice", note="algo disabled")
         await asyncio.sleep(0.3)  # several cycles: the manual trigger must not re-latch
         assert not rt.controller.is_active

@@ -200,3 +200,26 @@ async def test_a_trigger_while_the_store_is_unreadable_still_latches_and_flatten
     await controller.wait_flattened(timeout=2)
     assert controller.not_durable and venue.positions == []
     await store.close()
+
+
+async def test_a_reset_landing_mid_cycle_does_not_relatch_from_readings_taken_before_it(store):
+    manual = ManualTriggerEmergencyEvaluator()
+
+    class ResetsMidCycle:
+        name = "operator resets while the cycle runs"
+        armed = False
+
+        async def check(self):
+            if self.armed:
+                await asyncio.sleep(0.01)  # the manual gauge has already read "triggered"
+                await controller.reset("alice")
+            return False, None
+
+    resetter = ResetsMidCycle()
+    controller, ess = make(store, [manual, resetter])
+    manual.trigger("drill")
+    await ess.run_cycle()
+    assert controller.is_active
+    resetter.armed = True
+    await ess.run_cycle()
+    assert not controller.is_active and controller.state.activation_count == 1

@@ -99,6 +99,8 @@ class EmergencyStopController:
         #: not once per check interval.
         self._flatten_done_for: int | None = None
         self._reset_hooks: list[Callable[[], Any]] = []
+        #: Goes up on every reset seen by this controller (its own, or another process's).
+        self.resets_seen = 0
 
     # --- what the seed reads -------------------------------------------------------------------
 
@@ -148,8 +150,11 @@ class EmergencyStopController:
     # --- activation ----------------------------------------------------------------------------
 
     async def latch(self, reason: str, *, source: str | None = None,
-                    details: dict[str, Any] | None = None) -> EmergencyState:
+                    details: dict[str, Any] | None = None,
+                    actor: str | None = None) -> EmergencyState:
         """Make the latch durable and start flattening in the background. Returns once durable.
+
+        ``actor`` names who latched in the audit row (an operator); default: the controller's.
 
         This is the fast path the runner and the control room use; :meth:`activate` also waits
         for flattening.
@@ -161,7 +166,10 @@ class EmergencyStopController:
             info.setdefault("source", clean_text(source, limit=120))
         async with self._latch_lock:
             try:
-                result = await self.store.latch(reason, at=at, actor=self.actor, details=info)
+                result = await self.store.latch(
+                    reason, at=at, actor=clean_text(actor, limit=120) if actor else self.actor,
+                    details=info,
+                )
             except StoreError as exc:
                 return await self._latch_in_memory(reason, at, exc)
             except Exception as exc:  # noqa: BLE001 - an unknown store failure is still a failure
@@ -289,6 +297,7 @@ class EmergencyStopController:
         task, self._flatten_task = self._flatten_task, None
         if task is not None and not task.done():
             task.cancel()
+        self.resets_seen += 1
         for hook in self._reset_hooks:
             try:
                 await maybe_await(hook())
@@ -341,6 +350,7 @@ class EmergencyStopController:
             task, self._flatten_task = self._flatten_task, None
             if task is not None and not task.done():
                 task.cancel()
+            self.resets_seen += 1
             for hook in self._reset_hooks:
                 try:
                     await maybe_await(hook())

@@ -177,6 +177,7 @@ class EmergencyStopSystem:
         self._bind_wakes()
         await self._take_lease()
         evaluators = list(self.evaluators)
+        resets_before = self.controller.resets_seen
         evaluations = list(
             await asyncio.gather(*(self._evaluate(i, e) for i, e in enumerate(evaluators)))
         )
@@ -188,6 +189,11 @@ class EmergencyStopSystem:
         await self.controller.refresh()
         if self.controller.known_latched:
             return evaluations  # keep evaluating for display; never re-activate
+        if self.controller.resets_seen != resets_before:
+            # A reset landed while this cycle was evaluating: its readings (a manual trigger
+            # cleared by the reset, say) predate it. Judge only readings taken after the reset.
+            self.wake()
+            return evaluations
         for evaluation in evaluations:
             if evaluation.triggered:
                 await self.controller.latch(

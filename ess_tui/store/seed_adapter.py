@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ess_tui.engine.aio import call
-from ess_tui.engine.state import EmergencyState, ESSStatus, as_utc, clean_text, utcnow
+from ess_tui.engine.state import EmergencyState, ESSStatus, as_utc, clean_text, os_user, utcnow
 from ess_tui.engine.store import (
     AuditRecord,
     AuditVerification,
@@ -32,12 +32,6 @@ from ess_tui.engine.store import (
 from ess_tui.store import audit_chain
 from ess_tui.store.audit_chain import MODE_HMAC, MODE_SHA256, ChainRow
 from ess_tui.store.schema import EMERGENCY_KEY
-
-
-def _os_user() -> str:
-    from ess_tui.store.sqlite import os_user
-
-    return os_user()
 
 
 class MemoryPolicyStore:
@@ -136,7 +130,7 @@ class SeedPolicyStoreAdapter:
     ) -> LatchResult:
         when = as_utc(at) if at is not None else utcnow()
         why = clean_text(reason) or "(no reason given)"
-        who = clean_text(actor, limit=200) or _os_user()
+        who = clean_text(actor, limit=200) or os_user()
         extra = dict(details) if isinstance(details, Mapping) else {}
         async with self._lock:
             try:
@@ -165,7 +159,7 @@ class SeedPolicyStoreAdapter:
         details: dict[str, Any] | None = None,
     ) -> EmergencyState:
         when = as_utc(at) if at is not None else utcnow()
-        who = clean_text(reset_by, limit=200) or _os_user()
+        who = clean_text(reset_by, limit=200) or os_user()
         why = clean_text(note) if note else None
         extra = dict(details) if isinstance(details, Mapping) else {}
         async with self._lock:
@@ -231,7 +225,7 @@ class SeedPolicyStoreAdapter:
         except Exception as exc:  # noqa: BLE001
             raise StoreError(f"policy store set({key!r}) failed: {exc}") from exc
         if audit:
-            self._append(at=utcnow(), action="policy_set", actor=actor or _os_user(),
+            self._append(at=utcnow(), action="policy_set", actor=actor or os_user(),
                          reason=None, details={"key": key, "value": value})
 
     async def acquire_lease(
@@ -239,7 +233,7 @@ class SeedPolicyStoreAdapter:
     ) -> LeaseInfo:
         """Always granted: a seed policy store has no notion of competing runners."""
         when = as_utc(at) if at is not None else utcnow()
-        who = clean_text(holder, limit=200) or _os_user()
+        who = clean_text(holder, limit=200) or os_user()
         expires = when + timedelta(seconds=float(ttl_sec))
         previous = self._lease
         acquired = previous.acquired_at if previous and previous.holder == who else when

@@ -55,6 +55,7 @@ class DeadManSwitch:
         self._clock = clock
         self._expires_at: datetime | None = None
         self._task: asyncio.Task[None] | None = None
+        self._arming: asyncio.Future[bool] | None = None
         self.last_error: str | None = None
         self.arm_count = 0
 
@@ -129,12 +130,20 @@ class DeadManSwitch:
                 await task
             except asyncio.CancelledError:
                 pass
+        # A re-arm already on the wire is let finish, so that it cannot reach the exchange after
+        # the disarm that follows and leave a countdown running after a clean shutdown.
+        arming, self._arming = self._arming, None
+        if arming is not None and not arming.done():
+            await asyncio.wait({arming})
 
     async def _keep_armed(self) -> None:
         while True:
             await asyncio.sleep(self.rearm_interval_sec)
             try:
-                await self.arm()
+                self._arming = asyncio.ensure_future(self.arm())
+                await asyncio.shield(self._arming)
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:  # noqa: BLE001 - a bug must not silently end the re-arming
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("dead-man switch re-arm failed")
