@@ -1,0 +1,134 @@
+"""The manual stop: a modal that asks for a reason and for ``STOP`` typed in full.
+
+Anything but exactly ``STOP`` cannot confirm; Escape cancels and nothing is written. On confirm the
+modal waits until the latch is durable (the engine returns only then), and closes with the state.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from ess_tui.engine.controller import os_user
+from ess_tui.engine.state import EmergencyState, clean_text
+
+CONFIRM_WORD = "STOP"
+
+
+class StopModal(ModalScreen[EmergencyState | None]):
+    """Fire the emergency stop by hand. Dismisses with the durable state, or None if cancelled."""
+
+    DEFAULT_CSS = """
+    StopModal { align: center middle; background: $background 60%; }
+    StopModal > Vertical {
+        width: 76; height: auto; padding: 1 2;
+        border: thick $band-fire; background: $surface;
+    }
+    StopModal .stop-title { text-style: bold; color: $band-fire; width: 1fr; }
+    StopModal Label { margin-top: 1; }
+    StopModal #stop-error { color: $band-fire; height: auto; }
+    StopModal #stop-status { color: $text-muted; height: auto; }
+    StopModal Horizontal { height: auto; margin-top: 1; align-horizontal: right; }
+    StopModal Button { margin-left: 2; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel", id="stop-cancel", tooltip="Close without stopping"),
+    ]
+
+    def __init__(self, *, actor: str | None = None, blink: bool = True) -> None:
+        super().__init__()
+        self.actor = actor or os_user()
+        self._blink = blink
+        self._busy = False
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static("■ EMERGENCY STOP", classes="stop-title")
+            yield Static(
+                "Latches the ESS now: every order is cancelled, every position closed "
+                "(reduce-only), and trading stays blocked until an audited reset."
+            )
+            yield Label("Reason (recorded in the audit trail)")
+            yield Input(placeholder="e.g. suspicious fills on BTC/USDT", id="stop-reason",
+                        max_length=500)
+            yield Label(f"Type {CONFIRM_WORD} in full to confirm")
+            yield Input(placeholder=CONFIRM_WORD, id="stop-confirm", max_length=20)
+            yield Static("", id="stop-error")
+            yield Static(f"Operator: {self.actor} · Escape cancels, nothing is written",
+                         id="stop-status")
+            with Horizontal():
+                yield Button("Cancel", id="stop-cancel-button")
+                yield Button("STOP TRADING", id="stop-go", variant="error", disabled=True)
+
+    def on_mount(self) -> None:
+        self.actor = str(getattr(self.app, "operator", None) or self.actor)
+        self.query_one("#stop-status", Static).update(
+            f"Operator: {self.actor} · Escape cancels, nothing is written")
+        for field in self.query(Input):
+            field.cursor_blink = self._blink
+        self.query_one("#stop-reason", Input).focus()
+
+    def _can_confirm(self) -> bool:
+        confirm = self.query_one("#stop-confirm", Input).value
+        reason = clean_text(self.query_one("#stop-reason", Input).value)
+        return confirm == CONFIRM_WORD and bool(reason) and not self._busy
+
+    @on(Input.Changed)
+    def _changed(self) -> None:
+        self.query_one("#stop-go", Button).disabled = not self._can_confirm()
+        self.query_one("#stop-error", Static).update("")
+
+    @on(Input.Submitted, "#stop-reason")
+    def _next_field(self) -> None:
+        self.query_one("#stop-confirm", Input).focus()
+
+    @on(Input.Submitted, "#stop-confirm")
+    @on(Button.Pressed, "#stop-go")
+    def _submit(self) -> None:
+        if self._busy:
+            return
+        reason = clean_text(self.query_one("#stop-reason", Input).value)
+        confirm = self.query_one("#stop-confirm", Input).value
+        error = self.query_one("#stop-error", Static)
+        if not reason:
+            error.update("Give a reason: it goes into the audit trail.")
+            self.query_one("#stop-reason", Input).focus()
+            return
+        if confirm != CONFIRM_WORD:
+            error.update(f"Type {CONFIRM_WORD} exactly (capitals, nothing else) to confirm.")
+            return
+        self._latch(reason)
+
+    @on(Button.Pressed, "#stop-cancel-button")
+    def action_cancel(self) -> None:
+        if not self._busy:
+            self.dismiss(None)
+
+    @work(exclusive=True, group="manual-stop")
+    async def _latch(self, reason: str) -> None:
+        self._busy = True
+        self.query_one("#stop-go", Button).disabled = True
+        for field in self.query(Input):
+            field.disabled = True
+        self.query_one("#stop-status", Static).update("Latching… (waiting until the latch is durable)")
+        try:
+            state = await self.app.host.manual_stop(reason, self.actor)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - the operator must see it and try again
+            self._busy = False
+            for field in self.query(Input):
+                field.disabled = False
+            self.query_one("#stop-error", Static).update(
+                f"The stop could NOT be recorded: {type(exc).__name__}: {exc}. "
+                "Try again; if it keeps failing, use `ess-tui activate` or stop trading at the venue."
+            )
+            self.query_one("#stop-status", Static).update("Not latched.")
+            self.query_one("#stop-go", Button).disabled = not self._can_confirm()
+            return
+        self.dismiss(state)

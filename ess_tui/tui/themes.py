@@ -1,0 +1,178 @@
+"""Control-room themes: the four shipped in the wheel, the user's own, and the remembered choice.
+
+A theme is a TOML file::
+
+    name = "night-desk"
+    dark = true
+    [colors]        # Textual theme colours: primary, secondary, accent, warning, error, success,
+                    # foreground, background, surface, panel, boost
+    primary = "#3B82F6"
+    [variables]     # ess-tui's own: band-ok, band-warn, band-fire, band-error, band-unknown,
+                    # banner-armed-background, banner-armed-foreground, banner-latched-background,
+                    # banner-latched-foreground, banner-latched-dim-background (all optional)
+
+Shipped themes live in ``ess_tui/themes/`` (inside the package, so a plain ``pip install .`` has
+them); users drop their own into ``<user config dir>/ess-tui/themes/``. A user file with a shipped
+name replaces the shipped theme. A broken file is skipped with a reason, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from textual.theme import Theme
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THEME = "dark"
+SHIPPED_THEMES = ("dark", "light", "high-contrast", "colour-blind-safe")
+
+_COLOR_KEYS = (
+    "primary", "secondary", "warning", "error", "success", "accent",
+    "foreground", "background", "surface", "panel", "boost",
+)
+
+
+def variable_defaults(colors: dict[str, str], dark: bool) -> dict[str, str]:
+    """ess-tui's own CSS variables, derived from a theme's colours when the file leaves them out."""
+    error = colors.get("error", "#EF4444")
+    return {
+        "band-ok": colors.get("success", "#22C55E"),
+        "band-warn": colors.get("warning", "#F59E0B"),
+        "band-fire": error,
+        "band-error": colors.get("accent", "#D946EF"),
+        "band-unknown": colors.get("secondary", "#94A3B8"),
+        "banner-armed-background": colors.get("success", "#14532D"),
+        "banner-armed-foreground": "#FFFFFF" if dark else "#000000",
+        "banner-latched-background": error,
+        "banner-latched-foreground": "#FFFFFF",
+        "banner-latched-dim-background": colors.get("panel", "#450A0A" if dark else "#FECACA"),
+    }
+
+
+#: Fallbacks the app hands Textual so the stylesheet always parses.
+CSS_VARIABLE_DEFAULTS = variable_defaults({}, True)
+
+
+@dataclass(frozen=True)
+class ThemeProblem:
+    """A theme file that could not be used, and why."""
+
+    path: Path
+    problem: str
+
+
+def theme_from_mapping(data: dict[str, Any], *, source: str) -> Theme:
+    """Build a Textual :class:`Theme` from a parsed theme file. Raises ValueError with a reason."""
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{source}: 'name' must be a non-empty string")
+    colors = data.get("colors", {})
+    if not isinstance(colors, dict):
+        raise ValueError(f"{source}: [colors] must be a table")
+    unknown = sorted(set(colors) - set(_COLOR_KEYS))
+    if unknown:
+        raise ValueError(f"{source}: unknown colour(s) {', '.join(unknown)}; allowed: {', '.join(_COLOR_KEYS)}")
+    if "primary" not in colors:
+        raise ValueError(f"{source}: [colors] needs at least 'primary'")
+    variables = data.get("variables", {})
+    if not isinstance(variables, dict):
+        raise ValueError(f"{source}: [variables] must be a table")
+    dark = bool(data.get("dark", True))
+    merged = {**variable_defaults(colors, dark), **{str(k): str(v) for k, v in variables.items()}}
+    theme = Theme(
+        name=name.strip(),
+        dark=dark,
+        luminosity_spread=float(data.get("luminosity_spread", 0.15)),
+        text_alpha=float(data.get("text_alpha", 0.95)),
+        variables=merged,
+        **{key: str(value) for key, value in colors.items()},
+    )
+    try:  # colour strings are checked here, not later while drawing
+        theme.to_color_system().generate()
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
+        raise ValueError(f"{source}: bad colour value: {exc}") from None
+    return theme
+
+
+def load_theme_file(path: Path) -> Theme:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
+    return theme_from_mapping(data, source=str(path))
+
+
+def shipped_theme_files() -> list[Path]:
+    """The theme files inside the installed package."""
+    folder = resources.files("ess_tui") / "themes"
+    with resources.as_file(folder) as real:
+        return sorted(Path(real).glob("*.toml"))
+
+
+def user_theme_dir() -> Path:
+    from ess_tui.config import default_config_dir
+
+    return default_config_dir() / "themes"
+
+
+def load_themes(user_dir: Path | None = None) -> tuple[dict[str, Theme], list[ThemeProblem]]:
+    """Every usable theme (shipped, then the user's, which may replace a shipped one)."""
+    themes: dict[str, Theme] = {}
+    problems: list[ThemeProblem] = []
+    files = shipped_theme_files()
+    folder = user_dir if user_dir is not None else user_theme_dir()
+    if folder.is_dir():
+        files += sorted(folder.glob("*.toml"))
+    for path in files:
+        try:
+            theme = load_theme_file(path)
+        except ValueError as exc:
+            log.warning("theme skipped: %s", exc)
+            problems.append(ThemeProblem(path, str(exc)))
+            continue
+        themes[theme.name] = theme
+    return themes, problems
+
+
+class ThemeMemory:
+    """Remembers the operator's theme choice in a small JSON file (next to the ESS database)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def load(self) -> str | None:
+        if self.path is None:
+            return None
+        try:
+            value = json.loads(self.path.read_text(encoding="utf-8")).get("theme")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, str) else None
+
+    def save(self, name: str) -> None:
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"theme": name}), encoding="utf-8")
+            tmp.replace(self.path)
+        except OSError as exc:
+            log.warning("could not remember theme %s in %s: %s", name, self.path, exc.strerror)
+
+
+def choose_theme(available: dict[str, Theme], configured: str | None, remembered: str | None) -> str:
+    """Config wins, then the remembered choice, then dark; names not available are skipped."""
+    for name in (configured, remembered, DEFAULT_THEME):
+        if name and name in available:
+            return name
+    return next(iter(available), DEFAULT_THEME)

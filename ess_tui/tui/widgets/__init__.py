@@ -1,0 +1,1 @@
+"""The control room's widgets: banner, gauges, venue panel and event log."""

@@ -1,0 +1,17 @@
+"""Snapshot tests of the control room at 120×40, one per scenario of ``ess_tui.tui.scenarios``.
+
+The scenarios are deterministic (fixed clock, frozen flash, no cursor blink, in-memory engine), and
+``python -m ess_tui.tui.screenshots`` draws the README pictures from the same list. After a change
+that alters a picture, look at the SVG before accepting it with ``--snapshot-update``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ess_tui.tui.scenarios import SCENARIOS, SIZE, build_app
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_control_room_snapshot(snap_compare, scenario) -> None:
+    assert snap_compare(build_app(scenario), terminal_size=SIZE, run_before=scenario.steps)
