@@ -230,8 +230,25 @@ class Runtime:
         # The paper venue is free to ask; a real one has a rate limit that flattening may need.
         interval = 1.0 if self.paper is not None else 5.0
         while True:
-            await self.refresh_book()
+            try:
+                book = await self.refresh_book()
+                await self._keep_flat(book)
+            except Exception as exc:  # noqa: BLE001 - the panel goes stale; the ESS goes on
+                log.warning("venue panel refresh failed: %s", describe_error(exc))
             await asyncio.sleep(interval)
+
+    async def _keep_flat(self, book: VenueSnapshot) -> None:
+        """While latched, a book that was flat and is not any more is flattened again."""
+        controller = self.controller
+        report = controller.last_report
+        if (
+            controller.known_latched and not controller.flattening and book.error is None
+            and not book.flat and report is not None and not report.fatal
+        ):
+            open_now = ", ".join(
+                [p.describe() for p in book.positions] + [o.describe() for o in book.orders]
+            )
+            await controller.flatten_again(f"open while latched: {open_now}")
 
     async def refresh_book(self) -> VenueSnapshot:
         """Read positions and open orders from the venue for the venue panel."""
@@ -269,7 +286,13 @@ class Runtime:
 
     async def reset(self, reset_by: str, note: str | None = None,
                     details: dict[str, Any] | None = None) -> EmergencyState:
-        return await self.controller.reset(reset_by, note, details=details)
+        """Audited reset. ``details["reviewed_activation"]`` (the guided reset sets it) makes the
+        reset refuse if a different activation is latched by now."""
+        reviewed = (details or {}).get("reviewed_activation")
+        return await self.controller.reset(
+            reset_by, note, details=details,
+            expected_activation=reviewed if isinstance(reviewed, int) else None,
+        )
 
     async def audit(self, action: str, actor: str, reason: str | None = None,
                     details: dict[str, Any] | None = None) -> None:

@@ -37,7 +37,7 @@ from ess_tui.engine.state import (
     os_user,
     utcnow,
 )
-from ess_tui.engine.store import NotLatchedError, StateStore, StoreError
+from ess_tui.engine.store import NotLatchedError, StaleResetError, StateStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,9 @@ class EmergencyStopController:
         #: ``refresh()`` does not start it again, so a latch found in the store is flattened once,
         #: not once per check interval.
         self._flatten_done_for: int | None = None
+        #: Activation whose seed ``emergency.stop`` event was published: one per activation,
+        #: however often flattening has to start again.
+        self._stop_event_for: int | None = None
         self._reset_hooks: list[Callable[[], Any]] = []
         #: Goes up on every reset seen by this controller (its own, or another process's).
         self.resets_seen = 0
@@ -215,7 +218,12 @@ class EmergencyStopController:
         return self.state if self.state.active else state
 
     def _ensure_flattening(self) -> None:
-        if not self.acting or self.exchange is None or self.flattening:
+        if self.exchange is None or self.flattening:
+            return
+        if not self.acting and self._not_durable is None:
+            # The lease holder flattens a durable latch. A latch held only in memory (the store
+            # refused it) is flattened here too: no one else knows of it, and reduce-only closes
+            # cannot add risk even if another runner is flattening as well.
             return
         self._flatten_task = asyncio.ensure_future(self._flatten())
 
@@ -253,6 +261,9 @@ class EmergencyStopController:
         if report.fatal:
             self.bus.publish(WarningEvent("venue", f"cannot flatten: {report.last_error}"))
             log.critical("cannot flatten: %s", report.last_error)
+        if self._stop_event_for == activation:
+            return report
+        self._stop_event_for = activation
         await self._publish_seed(
             EmergencyStopEvent(
                 reason=reason,
@@ -271,6 +282,22 @@ class EmergencyStopController:
         except Exception:  # noqa: BLE001 - a user's broken bus must not stop the ESS
             log.exception("event_bus.publish failed for %s", event.type)
 
+    async def flatten_again(self, why: str) -> bool:
+        """While latched, start flattening again (e.g. a position appeared after the venue was
+        verified flat). Audited. Returns whether a flatten was started."""
+        if not self._state.active or self.flattening or self.exchange is None:
+            return False
+        if not self.acting and self._not_durable is None:
+            return False
+        try:
+            await self.store.audit("reflatten", actor=self.actor, reason=clean_text(why))
+        except Exception as exc:  # noqa: BLE001 - flattening matters more than its audit row
+            self.bus.publish(WarningEvent("store", f"could not audit reflatten: {describe_error(exc)}"))
+        log.warning("flattening again while latched: %s", why)
+        self._flatten_done_for = None
+        self._ensure_flattening()
+        return True
+
     async def wait_flattened(self, timeout: float | None = None) -> FlattenReport | None:
         """Wait for the current flatten to end; returns its report (None if none ran)."""
         task = self._flatten_task
@@ -284,12 +311,18 @@ class EmergencyStopController:
     # --- reset ---------------------------------------------------------------------------------
 
     async def reset(self, reset_by: str | None = None, note: str | None = None, *,
-                    details: dict[str, Any] | None = None) -> EmergencyState:
-        """Un-latch, audited. Raises :class:`NotLatchedError` (audited) when not latched."""
+                    details: dict[str, Any] | None = None,
+                    expected_activation: int | None = None) -> EmergencyState:
+        """Un-latch, audited. Raises :class:`NotLatchedError` (audited) when not latched, and
+        :class:`StaleResetError` (audited) when ``expected_activation`` — the activation the
+        operator reviewed — is not the one latched now."""
         who = clean_text(reset_by, limit=120) if reset_by else os_user()
         at = self.clock()
+        unlatch_kwargs: dict[str, Any] = {}
+        if expected_activation is not None:
+            unlatch_kwargs["expected_activation"] = expected_activation
         state = await self.store.unlatch(
-            who, at=at, note=clean_text(note) if note else None, details=details
+            who, at=at, note=clean_text(note) if note else None, details=details, **unlatch_kwargs
         )
         self._state = state
         self._unavailable = None
@@ -339,6 +372,18 @@ class EmergencyStopController:
             except Exception as exc:  # noqa: BLE001
                 self._not_durable = describe_error(exc)
                 return self.state
+        if was_active and not stored.active and not self._reset_since(stored):
+            # The store says armed but records no reset of the latch we know of: a lost key,
+            # an evicted cache, a hand-edited value. Only an audited reset un-latches.
+            why = (
+                f"the store reads armed but records no reset since activation "
+                f"#{self._state.activation_count}; staying latched"
+            )
+            if self._unavailable != why:
+                log.critical("ESS state unavailable: %s", why)
+                self.bus.publish(WarningEvent("store", f"state unavailable: {why}"))
+            self._unavailable = why
+            return self.state
         self._state = stored
         if stored.active and not was_active:
             log.critical("ESS LATCHED (read from the store): %s (activation #%d)", stored.reason,
@@ -359,6 +404,13 @@ class EmergencyStopController:
             self.bus.publish(ResetEvent(stored, stored.last_reset_by or "unknown"))
         return self.state
 
+    def _reset_since(self, stored: EmergencyState) -> bool:
+        """Does ``stored`` record a reset of the activation we know is latched?"""
+        known = self._state
+        if stored.activation_count < known.activation_count or stored.last_reset_at is None:
+            return False
+        return known.timestamp is None or stored.last_reset_at >= known.timestamp
+
     async def restore(self) -> EmergencyState:
         """After a restart: load the latch and, if latched, resume flattening."""
         return await self.refresh()
@@ -374,4 +426,4 @@ class EmergencyStopController:
                 pass
 
 
-__all__ = ["EmergencyStopController", "NotLatchedError", "os_user"]
+__all__ = ["EmergencyStopController", "NotLatchedError", "StaleResetError", "os_user"]

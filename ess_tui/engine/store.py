@@ -26,6 +26,10 @@ class NotLatchedError(Exception):
     """A reset was asked for while the ESS is armed: there is nothing to reset."""
 
 
+class StaleResetError(Exception):
+    """A reset reviewed one activation, but another is latched now: it is refused (audited)."""
+
+
 @dataclass(frozen=True)
 class LatchResult:
     """What :meth:`StateStore.latch` did: ``new`` is False when the ESS was already latched."""
@@ -87,10 +91,11 @@ class StateStore(Protocol):
 
     async def unlatch(
         self, reset_by: str, *, at: datetime, note: str | None = None,
-        details: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None, expected_activation: int | None = None,
     ) -> EmergencyState:
-        """Reset durably with its audit row. Raises :class:`NotLatchedError` when not latched
-        (and audits the refused attempt)."""
+        """Reset durably with its audit row. Raises :class:`NotLatchedError` when not latched,
+        and :class:`StaleResetError` when ``expected_activation`` is not the one latched now
+        (both audit the refused attempt)."""
         ...
 
     async def audit(

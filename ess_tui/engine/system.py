@@ -139,12 +139,16 @@ class EmergencyStopSystem:
         # An evaluator appended to the list after start (as in the seed's example) and triggered
         # before it was bound still wakes us at once.
         remove_unbound = add_unbound_wake(self.wake)
+        lease_task: asyncio.Task[None] | None = None
         try:
             await self._take_lease()
-            await self.controller.restore()
+            if self.lease_ttl_sec is not None:
+                # Renewed on its own clock, so a slow cycle can never let the lease lapse.
+                lease_task = asyncio.ensure_future(self._keep_lease())
+            await self._guarded(self.controller.restore(), "restoring the latch")
             while self._running:
                 started = time.monotonic()
-                await self.run_cycle()
+                await self._guarded(self.run_cycle(), "an evaluation cycle")
                 if not self._running:
                     break
                 wait = max(0.0, self.check_interval_sec - (time.monotonic() - started))
@@ -156,12 +160,40 @@ class EmergencyStopSystem:
                 self._wake.clear()
         finally:
             remove_unbound()
+            if lease_task is not None:
+                lease_task.cancel()
+                await asyncio.gather(lease_task, return_exceptions=True)
             self._running = False
             if self.lease_ttl_sec is not None and self.lease_holder == self.holder:
                 try:
                     await self.controller.store.release_lease(self.holder)
                 except Exception:  # noqa: BLE001
                     log.warning("could not release the runner lease", exc_info=True)
+
+    async def _guarded(self, step: Any, what: str) -> None:
+        """Run one step of the loop; a bug in it is reported, and the loop goes on."""
+        try:
+            await step
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we are being stopped
+            self._loop_fault(what, "cancelled from inside")
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive any bug in a step
+            self._loop_fault(what, describe_error(exc))
+
+    def _loop_fault(self, what: str, why: str) -> None:
+        log.critical("ESS loop fault in %s: %s", what, why)
+        self.bus.publish(WarningEvent("runner", f"fault in {what}: {why}"))
+
+    async def _keep_lease(self) -> None:
+        assert self.lease_ttl_sec is not None
+        while True:
+            await asyncio.sleep(self.lease_ttl_sec / 3)
+            try:
+                await self._take_lease()
+            except Exception as exc:  # noqa: BLE001
+                self._loop_fault("renewing the lease", describe_error(exc))
 
     def _bind_wakes(self) -> None:
         for evaluator in list(self.evaluators):
@@ -219,6 +251,12 @@ class EmergencyStopSystem:
         except asyncio.TimeoutError:
             evaluation = Evaluation(name=name, triggered=False, checked_at=self.clock(),
                                     error=f"no answer within {self.eval_timeout_sec:g}s")
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the runner is being stopped
+            evaluation = Evaluation(name=name, triggered=False, checked_at=self.clock(),
+                                    error="the check was cancelled from inside")
         except Exception as exc:  # noqa: BLE001 - a fault is reported, never "all clear"
             evaluation = Evaluation(name=name, triggered=False, checked_at=self.clock(),
                                     error=describe_error(exc))
@@ -255,7 +293,13 @@ class EmergencyStopSystem:
                 self.holder, ttl_sec=self.lease_ttl_sec, at=self.clock()
             )
         except Exception as exc:  # noqa: BLE001
-            # Cannot prove we hold it: stop acting; another runner may hold it.
+            held_until = self._lease_renewed_at + self.lease_ttl_sec
+            if self.lease_holder == self.holder and now < held_until:
+                # Nobody can take it before it expires: we still act until then.
+                self.bus.publish(WarningEvent(
+                    "lease", f"cannot renew the runner lease ({describe_error(exc)}); "
+                    f"still held for {held_until - now:.1f}s"))
+                return
             self.controller.acting = False
             self.lease_holder = None
             self.bus.publish(WarningEvent("lease", f"cannot read the runner lease: {describe_error(exc)}"))

@@ -25,6 +25,7 @@ from ess_tui.engine.store import (
     LatchResult,
     LeaseInfo,
     NotLatchedError,
+    StaleResetError,
     StateStore,
     StoreError,
     StoreUnavailable,
@@ -156,7 +157,7 @@ class SeedPolicyStoreAdapter:
 
     async def unlatch(
         self, reset_by: str, *, at: datetime | None = None, note: str | None = None,
-        details: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None, expected_activation: int | None = None,
     ) -> EmergencyState:
         when = as_utc(at) if at is not None else utcnow()
         who = clean_text(reset_by, limit=200) or os_user()
@@ -170,6 +171,14 @@ class SeedPolicyStoreAdapter:
                 raise NotLatchedError(
                     "the ESS is not latched: there is nothing to reset (the attempt was audited)"
                 )
+            if expected_activation is not None and expected_activation != state.activation_count:
+                why_stale = (
+                    f"activation #{state.activation_count} is latched now, but this reset "
+                    f"reviewed #{expected_activation}: review the new activation first"
+                )
+                self._append(at=when, action="reset_refused", actor=who, reason=why_stale,
+                             details={**extra, "note": why})
+                raise StaleResetError(why_stale)
             new = EmergencyState(
                 status=ESSStatus.INACTIVE, reason=None, timestamp=when,
                 activation_count=state.activation_count, last_reset_by=who, last_reset_at=when,

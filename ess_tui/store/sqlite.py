@@ -34,6 +34,7 @@ from ess_tui.engine.store import (
     LatchResult,
     LeaseInfo,
     NotLatchedError,
+    StaleResetError,
     StoreError,
     StoreUnavailable,
 )
@@ -446,19 +447,28 @@ class SQLiteStore:
 
     async def unlatch(
         self, reset_by: str, *, at: datetime | None = None, note: str | None = None,
-        details: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None, expected_activation: int | None = None,
     ) -> EmergencyState:
-        """Reset in one transaction with its audit row. ``NotLatchedError`` (audited) if armed."""
+        """Reset in one transaction with its audit row. ``NotLatchedError`` (audited) if armed;
+        ``StaleResetError`` (audited) if ``expected_activation`` is not the latched one."""
         when = as_utc(at) if at is not None else utcnow()
         who = clean_text(reset_by, limit=200) or os_user()
         why = clean_text(note) if note else None
 
-        async def op(conn: aiosqlite.Connection) -> EmergencyState | None:
+        async def op(conn: aiosqlite.Connection) -> EmergencyState | str | None:
             state = await self._read_state(conn)
             if not state.active:
                 await self._append(conn, at=when, action="reset_refused", actor=who,
                                    reason="not latched", details=_with(details, note=why))
                 return None
+            if expected_activation is not None and expected_activation != state.activation_count:
+                why_stale = (
+                    f"activation #{state.activation_count} is latched now, but this reset "
+                    f"reviewed #{expected_activation}: review the new activation first"
+                )
+                await self._append(conn, at=when, action="reset_refused", actor=who,
+                                   reason=why_stale, details=_with(details, note=why))
+                return why_stale
             new = EmergencyState(
                 status=ESSStatus.INACTIVE, reason=None, timestamp=when,
                 activation_count=state.activation_count, last_reset_by=who, last_reset_at=when,
@@ -482,6 +492,8 @@ class SQLiteStore:
             raise NotLatchedError(
                 "the ESS is not latched: there is nothing to reset (the attempt was audited)"
             )
+        if isinstance(result, str):
+            raise StaleResetError(result)
         return result
 
     # --- audit trail -------------------------------------------------------------------------

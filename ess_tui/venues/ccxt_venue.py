@@ -35,6 +35,7 @@ from ess_tui.engine.venue import (
     VenueAuthError,
     VenueError,
     VenueRejected,
+    VenueUnavailable,
 )
 from ess_tui.venues.ccxt_config import (
     CcxtVenueConfig,
@@ -44,7 +45,7 @@ from ess_tui.venues.ccxt_config import (
     read_credentials,
 )
 from ess_tui.venues.ccxt_deadman import DeadManSwitch
-from ess_tui.venues.ccxt_errors import map_ccxt_error
+from ess_tui.venues.ccxt_errors import map_ccxt_error, redact
 from ess_tui.venues.ccxt_profiles import Book, Profile, exchange_options, profile_for
 
 log = logging.getLogger(__name__)
@@ -180,8 +181,14 @@ class CcxtVenue:
 
     def _raise_mapped(self, exc: Exception, method: str) -> None:
         mapped = map_ccxt_error(exc, venue=self.exchange_id, call=method, secrets=self._secrets)
-        if mapped is None:
+        if mapped is None and isinstance(exc, VenueError):
             raise exc
+        if mapped is None:
+            # Not a ccxt error (a bug, an aiohttp oddity): still never show its text unscrubbed.
+            mapped = VenueUnavailable(
+                redact(f"{method} failed: {type(exc).__name__}: {exc}", self._secrets),
+                venue=self.exchange_id, call=method,
+            )
         self._note_error(mapped)
         raise mapped from None
 

@@ -389,6 +389,8 @@ class ResetScreen(Screen[EmergencyState | None]):
                 "via": "control-room",
                 "checks": {c.name: c.ok for c in self.checks},
                 "attested": [key for key, _ in ATTESTATIONS],
+                # the activation this operator reviewed: a newer one is never reset unseen
+                "reviewed_activation": self.state.activation_count,
             }
             if override and self.failed_checks:
                 details["override"] = override
