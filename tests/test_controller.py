@@ -206,3 +206,33 @@ async def test_viewer_controller_latches_but_does_not_touch_the_venue(store):
     await viewer.latch("from the control room")
     await asyncio.sleep(0.01)
     assert venue.calls == [] and (await store.load_state()).active
+
+
+async def test_a_read_in_flight_during_our_own_latch_is_not_taken_as_news(tmp_path):
+    """A refresh whose read started before this controller latched must neither announce the
+    latch a second time nor read the older "armed" answer as a store that lost a reset."""
+    from ess_tui.engine.bus import EventBus
+
+    class SlowRead(SQLiteStore):
+        gate: asyncio.Event | None = None
+
+        async def load_state(self):
+            state = await super().load_state()
+            if self.gate is not None:
+                await self.gate.wait()
+            return state
+
+    store = SlowRead(tmp_path / "ess.db")
+    bus = EventBus()
+    latched = []
+    bus.subscribe(latched.append, "emergency.latched")
+    controller = EmergencyStopController(store=store, exchange=book(), bus=bus, retry=FAST)
+    store.gate = asyncio.Event()
+    reading = asyncio.ensure_future(controller.refresh())  # reads "armed", then waits
+    await asyncio.sleep(0.01)
+    await controller.latch("operator stop")
+    store.gate.set()
+    await reading
+    assert len(latched) == 1 and controller.unavailable is None and controller.known_latched
+    await controller.close()
+    await store.close()

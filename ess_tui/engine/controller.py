@@ -104,6 +104,8 @@ class EmergencyStopController:
         self._reset_hooks: list[Callable[[], Any]] = []
         #: Goes up on every reset seen by this controller (its own, or another process's).
         self.resets_seen = 0
+        #: Goes up on every latch or reset made by this controller (see :meth:`refresh`).
+        self._generation = 0
 
     # --- what the seed reads -------------------------------------------------------------------
 
@@ -177,6 +179,7 @@ class EmergencyStopController:
                 return await self._latch_in_memory(reason, at, exc)
             except Exception as exc:  # noqa: BLE001 - an unknown store failure is still a failure
                 return await self._latch_in_memory(reason, at, exc)
+            self._generation += 1
             self._state = result.state
             self._unavailable = None
             self._not_durable = None
@@ -193,6 +196,7 @@ class EmergencyStopController:
         why = describe_error(exc)
         log.critical("ESS latch could NOT be written to the store (%s); latched in memory only", why)
         self._not_durable = why
+        self._generation += 1
         if not self._state.active:
             self._state = EmergencyState(
                 status=ESSStatus.ACTIVE, reason=reason, timestamp=at,
@@ -324,6 +328,7 @@ class EmergencyStopController:
         state = await self.store.unlatch(
             who, at=at, note=clean_text(note) if note else None, details=details, **unlatch_kwargs
         )
+        self._generation += 1
         self._state = state
         self._unavailable = None
         self._not_durable = None
@@ -349,7 +354,7 @@ class EmergencyStopController:
         A latch found here (written by another process, or before a restart) is flattened by an
         acting controller; a reset found here clears in-memory triggers through the reset hooks.
         """
-        was_active = self._state.active
+        generation = self._generation
         try:
             stored = await self.store.load_state()
         except Exception as exc:  # noqa: BLE001 - unknown means blocked
@@ -359,6 +364,11 @@ class EmergencyStopController:
                 self.bus.publish(WarningEvent("store", f"state unavailable: {why}"))
             self._unavailable = why
             return self.state
+        if generation != self._generation:
+            # This controller latched or reset while the read was in flight: the read may
+            # predate it. The next refresh reads again.
+            return self.state
+        was_active = self._state.active
         self._unavailable = None
         if self._not_durable is not None and self._state.active and not stored.active:
             # Our latch never reached the store: keep trying; never let the store un-latch us.
