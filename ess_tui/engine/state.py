@@ -53,6 +53,10 @@ def clean_text(value: object, *, limit: int = MAX_TEXT) -> str:
     import unicodedata
 
     text = value if isinstance(value, str) else str(value)
+    if text.isascii() and text.isprintable():
+        # The common case (plain ASCII, no control characters): only collapse and bound.
+        cleaned = " ".join(text.split())
+        return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
     out: list[str] = []
     for ch in text:
         if ch in "\t\n\r":

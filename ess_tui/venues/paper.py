@@ -371,7 +371,7 @@ class PaperExchange:
         faults: bool,
     ) -> OrderAck:
         """Validate, apply the reduce-only rule, then fill or rest. Nothing changes on refusal."""
-        if symbol not in self.market.symbols:
+        if not self.market.lists(symbol):
             raise self._reject(
                 f"unknown symbol {symbol!r}; this venue trades {', '.join(self.market.symbols)}"
             )
