@@ -281,8 +281,11 @@ class Runtime:
         """Fire the ESS by hand. Returns once the latch is durable."""
         who = clean_text(actor or self.actor, limit=120)
         text = clean_text(reason) or "Manual emergency stop"
+        state = await self.controller.latch(text, source="manual", actor=who)
+        # Shown on the manual gauge, and sticky until reset. Triggered after the latch so that
+        # the runner cycle it wakes does not queue store reads ahead of the latch write.
         self.manual.trigger(text)
-        return await self.controller.latch(text, source="manual", actor=who)
+        return state
 
     async def reset(self, reset_by: str, note: str | None = None,
                     details: dict[str, Any] | None = None) -> EmergencyState:

@@ -31,6 +31,7 @@ from ess_tui.tui.screens.dashboard import DashboardScreen
 from ess_tui.tui.screens.help import HelpScreen
 from ess_tui.tui.screens.reset import ResetScreen
 from ess_tui.tui.screens.stop import StopModal
+from ess_tui.tui.widgets.banner import Banner
 from ess_tui.tui.themes import (
     CSS_VARIABLE_DEFAULTS,
     ThemeMemory,
@@ -235,8 +236,8 @@ class ControlRoomApp(App[int]):
         view = self.host.view()
         now = self.clock()
         board = self.dashboard
-        if not board.is_mounted:
-            return
+        if not board.is_mounted or not board.query(Banner):
+            return  # still composing: the next tick draws it
         self._observe(view, now)
         board.banner.show(view, now, venue=self.host.venue_name, triggers=len(view.evaluations))
         if view.version != self._last_version:
@@ -333,6 +334,10 @@ class ControlRoomApp(App[int]):
         self._tick()
 
     def on_latched(self, message: messages.Latched) -> None:
+        if isinstance(self.screen, StopModal) and self.screen.latching:
+            # Our own stop: redrawing the dashboard now would compete with the engine thread
+            # for the interpreter while it makes the latch durable. The next tick draws it.
+            return
         self._tick()
 
     def on_reset(self, message: messages.Reset) -> None:

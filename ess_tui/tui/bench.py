@@ -53,10 +53,12 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
 
 
 async def measure_stop_latency(n: int = 200, *, folder: Path | None = None) -> list[float]:
-    """Seconds from Enter on a filled-in STOP modal to the modal closing, ``n`` times.
+    """Seconds from Enter on a filled-in STOP modal to the latch being durable, ``n`` times.
 
-    The modal closes only once the engine has made the latch durable, and each try checks the
-    database (through a second connection) says latched before resetting for the next try.
+    "Durable" is the moment the engine's latch transaction has committed (fsync'd): the engine
+    publishes ``emergency.latched`` right after, and that is when the clock stops (read on the
+    engine's thread). Each try also waits for the modal to close, which it does only once the
+    latch is durable, and checks through a second connection that the database says latched.
     """
     from textual.widgets import Input
 
@@ -79,7 +81,12 @@ async def measure_stop_latency(n: int = 200, *, folder: Path | None = None) -> l
                 if time.monotonic() > deadline:
                     raise RuntimeError("the engine did not start within 30 s")
                 await pilot.pause(0.01)
+            durable_at: list[float] = []
+            app.host.runtime.bus.subscribe(
+                lambda _event: durable_at.append(time.perf_counter()), "emergency.latched"
+            )
             for i in range(n):
+                durable_at.clear()
                 app.action_stop()
                 await pilot.pause()
                 modal = app.screen
@@ -93,7 +100,9 @@ async def measure_stop_latency(n: int = 200, *, folder: Path | None = None) -> l
                 await confirm.action_submit()  # what Enter does in the field
                 while modal.is_attached and modal in app.screen_stack:
                     await asyncio.sleep(0.0002)
-                timings.append(time.perf_counter() - started)
+                if not durable_at:
+                    raise AssertionError("the modal closed but the engine never reported the latch")
+                timings.append(durable_at[0] - started)
                 state = await reader.load_state()
                 if not state.active:
                     raise AssertionError("the modal closed before the latch was durable")

@@ -6,6 +6,8 @@ modal waits until the latch is durable (the engine returns only then), and close
 
 from __future__ import annotations
 
+import asyncio
+
 from typing import ClassVar
 
 from textual import on, work
@@ -111,15 +113,26 @@ class StopModal(ModalScreen[EmergencyState | None]):
         if not self._busy:
             self.dismiss(None)
 
+    @property
+    def latching(self) -> bool:
+        """True from Enter until the latch is durable (or refused)."""
+        return self._busy
+
     @work(exclusive=True, group="manual-stop")
     async def _latch(self, reason: str) -> None:
         self._busy = True
+        # Hand the stop to the engine before touching the screen: the latch must not wait for
+        # a redraw. The task runs up to its hand-over at the sleep(0) below.
+        stopping = asyncio.ensure_future(
+            self.app.host.manual_stop(reason, self.actor)  # type: ignore[attr-defined]
+        )
+        await asyncio.sleep(0)
         self.query_one("#stop-go", Button).disabled = True
         for field in self.query(Input):
             field.disabled = True
         self.query_one("#stop-status", Static).update("Latching… (waiting until the latch is durable)")
         try:
-            state = await self.app.host.manual_stop(reason, self.actor)  # type: ignore[attr-defined]
+            state = await stopping
         except Exception as exc:  # noqa: BLE001 - the operator must see it and try again
             self._busy = False
             for field in self.query(Input):
