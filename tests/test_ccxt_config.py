@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ccxt_stub import running, ENV, StubExchangeServer, make_venue
+from ccxt_stub import running, ENV, make_venue
 from ess_tui.config import ConfigError
 from ess_tui.venues.ccxt_config import CcxtConfigError, CcxtVenueConfig, check_static
 from ess_tui.venues.ccxt_venue import CcxtVenue

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from ccxt_stub import running, ENV, StubExchangeServer, make_venue
+from ccxt_stub import running, ENV, make_venue
 from ess_tui.engine.flatten import Flattener, RetryPolicy
 from ess_tui.engine.venue import (
     VenueAuthError,

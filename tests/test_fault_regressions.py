@@ -121,9 +121,9 @@ async def test_lease_does_not_flap_between_two_live_runners(tmp_path):
                             lease_ttl_sec=1.0, holder="A")
     b = EmergencyStopSystem([], EmergencyStopController(store=b_store), b_store, 1.5,
                             lease_ttl_sec=1.0, holder="B")
-    ta = a.start()
+    a.start()
     await asyncio.sleep(1.2)   # B polls inside A's expired window
-    tb = b.start()
+    b.start()
     await asyncio.sleep(4.0)
     await a.stop(); await b.stop()
     rows = [r for r in await a_store.read_audit() if r.action == "lease_acquired"]

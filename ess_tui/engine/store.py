@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from ess_tui.engine.state import EmergencyState
+from ess_tui.engine.state import EmergencyState, as_utc, clean_text, os_user, utcnow
 
 
 class StoreError(Exception):
@@ -28,6 +28,24 @@ class NotLatchedError(Exception):
 
 class StaleResetError(Exception):
     """A reset reviewed one activation, but another is latched now: it is refused (audited)."""
+
+
+def entry_at(at: datetime | None) -> datetime:
+    """When a store entry happened: ``at`` in UTC, or now."""
+    return as_utc(at) if at is not None else utcnow()
+
+
+def entry_actor(name: str | None) -> str:
+    """Who an entry names: the given name made safe and bounded, or the OS user."""
+    return (clean_text(name, limit=200) if name else "") or os_user()
+
+
+def stale_reset_reason(latched: int, reviewed: int) -> str:
+    """Why a reset that reviewed activation ``reviewed`` is refused while ``latched`` is latched."""
+    return (
+        f"activation #{latched} is latched now, but this reset reviewed #{reviewed}: "
+        "review the new activation first"
+    )
 
 
 @dataclass(frozen=True)

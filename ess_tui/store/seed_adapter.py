@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ess_tui.engine.aio import call
-from ess_tui.engine.state import EmergencyState, ESSStatus, as_utc, clean_text, os_user, utcnow
+from ess_tui.engine.state import EmergencyState, ESSStatus, clean_text, os_user, utcnow
 from ess_tui.engine.store import (
     AuditRecord,
     AuditVerification,
@@ -26,6 +26,9 @@ from ess_tui.engine.store import (
     LeaseInfo,
     NotLatchedError,
     StaleResetError,
+    entry_actor,
+    entry_at,
+    stale_reset_reason,
     StateStore,
     StoreError,
     StoreUnavailable,
@@ -129,9 +132,9 @@ class SeedPolicyStoreAdapter:
         self, reason: str, *, at: datetime | None = None, actor: str = "ess",
         details: dict[str, Any] | None = None,
     ) -> LatchResult:
-        when = as_utc(at) if at is not None else utcnow()
+        when = entry_at(at)
         why = clean_text(reason) or "(no reason given)"
-        who = clean_text(actor, limit=200) or os_user()
+        who = entry_actor(actor)
         extra = dict(details) if isinstance(details, Mapping) else {}
         async with self._lock:
             try:
@@ -159,8 +162,8 @@ class SeedPolicyStoreAdapter:
         self, reset_by: str, *, at: datetime | None = None, note: str | None = None,
         details: dict[str, Any] | None = None, expected_activation: int | None = None,
     ) -> EmergencyState:
-        when = as_utc(at) if at is not None else utcnow()
-        who = clean_text(reset_by, limit=200) or os_user()
+        when = entry_at(at)
+        who = entry_actor(reset_by)
         why = clean_text(note) if note else None
         extra = dict(details) if isinstance(details, Mapping) else {}
         async with self._lock:
@@ -172,10 +175,7 @@ class SeedPolicyStoreAdapter:
                     "the ESS is not latched: there is nothing to reset (the attempt was audited)"
                 )
             if expected_activation is not None and expected_activation != state.activation_count:
-                why_stale = (
-                    f"activation #{state.activation_count} is latched now, but this reset "
-                    f"reviewed #{expected_activation}: review the new activation first"
-                )
+                why_stale = stale_reset_reason(state.activation_count, expected_activation)
                 self._append(at=when, action="reset_refused", actor=who, reason=why_stale,
                              details={**extra, "note": why})
                 raise StaleResetError(why_stale)
@@ -195,7 +195,7 @@ class SeedPolicyStoreAdapter:
         self, action: str, *, actor: str, reason: str | None = None,
         details: dict[str, Any] | None = None, at: datetime | None = None,
     ) -> AuditRecord:
-        when = as_utc(at) if at is not None else utcnow()
+        when = entry_at(at)
         return self._record(self._append(at=when, action=action, actor=actor, reason=reason,
                                          details=details))
 
@@ -241,8 +241,8 @@ class SeedPolicyStoreAdapter:
         self, holder: str, *, ttl_sec: float, at: datetime | None = None
     ) -> LeaseInfo:
         """Always granted: a seed policy store has no notion of competing runners."""
-        when = as_utc(at) if at is not None else utcnow()
-        who = clean_text(holder, limit=200) or os_user()
+        when = entry_at(at)
+        who = entry_actor(holder)
         expires = when + timedelta(seconds=float(ttl_sec))
         previous = self._lease
         acquired = previous.acquired_at if previous and previous.holder == who else when

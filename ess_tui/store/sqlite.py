@@ -35,6 +35,9 @@ from ess_tui.engine.store import (
     LeaseInfo,
     NotLatchedError,
     StaleResetError,
+    entry_actor,
+    entry_at,
+    stale_reset_reason,
     StoreError,
     StoreUnavailable,
 )
@@ -417,9 +420,9 @@ class SQLiteStore:
         details: dict[str, Any] | None = None,
     ) -> LatchResult:
         """Latch in one transaction with its policy key and audit row (see ``StateStore``)."""
-        when = as_utc(at) if at is not None else utcnow()
+        when = entry_at(at)
         why = clean_text(reason) or "(no reason given)"
-        who = clean_text(actor, limit=200) or os_user()
+        who = entry_actor(actor)
 
         async def op(conn: aiosqlite.Connection) -> LatchResult:
             state = await self._read_state(conn)
@@ -451,8 +454,8 @@ class SQLiteStore:
     ) -> EmergencyState:
         """Reset in one transaction with its audit row. ``NotLatchedError`` (audited) if armed;
         ``StaleResetError`` (audited) if ``expected_activation`` is not the latched one."""
-        when = as_utc(at) if at is not None else utcnow()
-        who = clean_text(reset_by, limit=200) or os_user()
+        when = entry_at(at)
+        who = entry_actor(reset_by)
         why = clean_text(note) if note else None
 
         async def op(conn: aiosqlite.Connection) -> EmergencyState | str | None:
@@ -462,10 +465,7 @@ class SQLiteStore:
                                    reason="not latched", details=_with(details, note=why))
                 return None
             if expected_activation is not None and expected_activation != state.activation_count:
-                why_stale = (
-                    f"activation #{state.activation_count} is latched now, but this reset "
-                    f"reviewed #{expected_activation}: review the new activation first"
-                )
+                why_stale = stale_reset_reason(state.activation_count, expected_activation)
                 await self._append(conn, at=when, action="reset_refused", actor=who,
                                    reason=why_stale, details=_with(details, note=why))
                 return why_stale
@@ -503,7 +503,7 @@ class SQLiteStore:
         details: dict[str, Any] | None = None, at: datetime | None = None,
     ) -> AuditRecord:
         """Append one row to the audit trail."""
-        when = as_utc(at) if at is not None else utcnow()
+        when = entry_at(at)
 
         async def op(conn: aiosqlite.Connection) -> ChainRow:
             return await self._append(conn, at=when, action=action, actor=actor, reason=reason,
@@ -577,7 +577,7 @@ class SQLiteStore:
         the row's ``updated_at`` records every write."""
         text = _policy_json(key, value)
         when = utcnow()
-        who = clean_text(actor, limit=200) if actor else os_user()
+        who = entry_actor(actor)
 
         async def op(conn: aiosqlite.Connection) -> None:
             await conn.execute(_UPSERT_POLICY_SQL, (key, text, _iso(when)))
@@ -606,8 +606,8 @@ class SQLiteStore:
         """Take the runner lease if free or expired, renew it if ``holder`` has it."""
         if not ttl_sec or ttl_sec <= 0:
             raise ValueError("lease ttl_sec must be positive")
-        when = as_utc(at) if at is not None else utcnow()
-        who = clean_text(holder, limit=200) or os_user()
+        when = entry_at(at)
+        who = entry_actor(holder)
         expires = when + timedelta(seconds=float(ttl_sec))
 
         async def op(conn: aiosqlite.Connection) -> LeaseInfo:
