@@ -76,10 +76,11 @@ class TestLatch:
     async def test_failure_midway_leaves_nothing_partial(self, store, db_path, monkeypatch):
         await store.load_state()
 
-        async def audit_write_fails(*args, **kwargs):
+        def audit_write_fails(*args, **kwargs):
             raise RuntimeError("disk pulled out while writing the audit row")
 
-        monkeypatch.setattr(store, "_append", audit_write_fails)
+        # the latch writes its audit row on the database thread, in the same transaction
+        monkeypatch.setattr(store, "_append_sync", audit_write_fails)
         with pytest.raises(StoreError, match="disk pulled out"):
             await store.latch("manual stop", at=T0)
         conn = raw(db_path)
