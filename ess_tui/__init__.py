@@ -37,8 +37,8 @@ _EXPORTS: dict[str, str] = {
     "NotLatchedError": "ess_tui.engine.store",
     "StoreUnavailable": "ess_tui.engine.store",
     "SQLiteStore": "ess_tui.store.sqlite",
-    "MemoryPolicyStore": "ess_tui.store.seed_adapter",
-    "PaperExchange": "ess_tui.venues.paper",
+    "MemoryPolicyStore": "ess_tui.engine.seed_store",
+    "PaperExchange": "ess_tui.venues.paper.exchange",
     "TradeGate": "ess_tui.gate",
 }
 
@@ -79,6 +79,6 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from ess_tui.engine.store import NotLatchedError, StoreUnavailable
     from ess_tui.gate import TradeGate
-    from ess_tui.store.seed_adapter import MemoryPolicyStore
+    from ess_tui.engine.seed_store import MemoryPolicyStore
     from ess_tui.store.sqlite import SQLiteStore
-    from ess_tui.venues.paper import PaperExchange
+    from ess_tui.venues.paper.exchange import PaperExchange

@@ -183,7 +183,7 @@ def _confirm_reset() -> None:
 async def _reset(settings: Settings, args: argparse.Namespace) -> int:
     from ess_tui.engine.controller import EmergencyStopController
     from ess_tui.engine.store import NotLatchedError
-    from ess_tui.reset_policy import ResetRefused, check_reset_allowed
+    from ess_tui.engine.reset_policy import ResetRefused, check_reset_allowed
     from ess_tui.store.sqlite import SQLiteStore
 
     store = SQLiteStore(settings.db_path, create=False)
@@ -247,7 +247,7 @@ async def _audit(settings: Settings, args: argparse.Namespace) -> int:
 async def _headless(settings: Settings) -> int:
     import signal
 
-    from ess_tui.runtime import Runtime
+    from ess_tui.runtime.assembly import Runtime
 
     runtime = await Runtime.build(settings)
     stop = asyncio.Event()

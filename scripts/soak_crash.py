@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ess_tui.testing_crash import CrashHarness, CrashSettings, RunResult
+from ess_tui.testing.crash import CrashHarness, CrashSettings, RunResult
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -204,8 +204,8 @@ def serve_markets(server: StubExchangeServer, exchange_id: str, market_type: str
 def make_venue(server: StubExchangeServer, exchange_id: str, env: dict[str, str] | None = None,
                **config: Any) -> Any:
     """A CcxtVenue on the real ccxt class, pointed at ``server``; markets served from fixtures."""
-    from ess_tui.venues.ccxt_config import CcxtVenueConfig, read_credentials
-    from ess_tui.venues.ccxt_venue import CcxtVenue, build_exchange
+    from ess_tui.venues.ccxt.config import CcxtVenueConfig, read_credentials
+    from ess_tui.venues.ccxt.venue import CcxtVenue, build_exchange
 
     env = ENV if env is None else env
     cfg = CcxtVenueConfig(exchange=exchange_id, symbols=config.pop("symbols", SYMBOLS[exchange_id]), **config)

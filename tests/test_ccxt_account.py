@@ -12,7 +12,7 @@ from ccxt_stub import running, make_venue
 from ess_tui.engine.evaluators import DrawdownEmergencyEvaluator, ExecutionErrorEmergencyEvaluator
 from ess_tui.engine.venue import VenueUnavailable
 from ess_tui.market.metrics import AccountMetrics
-from ess_tui.venues.ccxt_account import CcxtAccount
+from ess_tui.venues.ccxt.account import CcxtAccount
 
 
 def ms(minutes_ago: float) -> int:

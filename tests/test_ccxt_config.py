@@ -9,8 +9,8 @@ import pytest
 
 from ccxt_stub import running, ENV, make_venue
 from ess_tui.config import ConfigError
-from ess_tui.venues.ccxt_config import CcxtConfigError, CcxtVenueConfig, check_static
-from ess_tui.venues.ccxt_venue import CcxtVenue
+from ess_tui.venues.ccxt.config import CcxtConfigError, CcxtVenueConfig, check_static
+from ess_tui.venues.ccxt.venue import CcxtVenue
 
 SWAP = {"symbols": ["BTC/USDT:USDT"]}
 
@@ -95,10 +95,10 @@ def test_repr_of_config_and_venue_carry_no_keys():
 
 def test_importing_ess_tui_and_the_ccxt_modules_does_not_import_ccxt():
     code = (
-        "import sys, ess_tui, ess_tui.gate, ess_tui.venues.ccxt_config, ess_tui.venues.ccxt_venue, "
-        "ess_tui.venues.ccxt_feed, ess_tui.venues.ccxt_account, ess_tui.venues.ccxt_profiles, "
-        "ess_tui.venues.ccxt_deadman, ess_tui.venues.ccxt_errors\n"
-        "cfg = ess_tui.venues.ccxt_config.CcxtVenueConfig(exchange='okx', symbols=['BTC/USDT:USDT'])\n"
+        "import sys, ess_tui, ess_tui.gate, ess_tui.venues.ccxt.config, ess_tui.venues.ccxt.venue, "
+        "ess_tui.venues.ccxt.feed, ess_tui.venues.ccxt.account, ess_tui.venues.ccxt.profiles, "
+        "ess_tui.venues.ccxt.deadman, ess_tui.venues.ccxt.errors\n"
+        "cfg = ess_tui.venues.ccxt.config.CcxtVenueConfig(exchange='okx', symbols=['BTC/USDT:USDT'])\n"
         "print(sorted(m for m in sys.modules if m == 'ccxt' or m.startswith('ccxt.')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

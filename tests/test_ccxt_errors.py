@@ -168,7 +168,7 @@ async def test_reduce_only_refusal_is_its_own_error(server):
 
 
 def test_redact_cuts_keys_signatures_and_signed_query_strings():
-    from ess_tui.venues.ccxt_errors import redact
+    from ess_tui.venues.ccxt.errors import redact
 
     text = redact(
         "bybit GET https://api.bybit.com/v5/position/list?category=linear&sign=abc 401 "

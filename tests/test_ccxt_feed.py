@@ -11,9 +11,9 @@ import pytest
 
 from ccxt_stub import running, serve_markets
 from ess_tui.market.feed import FeedMonitor
-from ess_tui.venues.ccxt_config import CcxtVenueConfig
-from ess_tui.venues.ccxt_feed import CcxtTickerFeed
-from ess_tui.venues.ccxt_venue import build_exchange
+from ess_tui.venues.ccxt.config import CcxtVenueConfig
+from ess_tui.venues.ccxt.feed import CcxtTickerFeed
+from ess_tui.venues.ccxt.venue import build_exchange
 
 
 def now_ms(offset: float = 0.0) -> int:

@@ -9,8 +9,8 @@ import pytest
 from ess_tui import EmergencyStopController, ESSStatus, NotLatchedError, SQLiteStore
 from ess_tui.engine.flatten import RetryPolicy
 from ess_tui.engine.venue import Order, Position, VenueAuthError, VenueRateLimited, VenueTimeout
-from ess_tui.store.seed_adapter import MemoryPolicyStore
-from ess_tui.testing import FakeExchange, FakeVenue, RecordingEventBus
+from ess_tui.engine.seed_store import MemoryPolicyStore
+from ess_tui.testing.fakes import FakeExchange, FakeVenue, RecordingEventBus
 
 FAST = RetryPolicy(initial_sec=0.001, max_sec=0.005, jitter=0.0)
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from ess_tui.store.sqlite import SQLiteStore
-from ess_tui.testing_crash import (
+from ess_tui.testing.crash import (
     PHASES,
     CrashHarness,
     CrashSettings,

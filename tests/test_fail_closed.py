@@ -182,7 +182,7 @@ AUDIT_KEY = "test-audit-key-2f9c"
 
 def tamper(db: Path, how: str) -> None:
     """What someone with write access to the file but not the key could do."""
-    from ess_tui.store import audit_chain
+    from ess_tui.engine import audit_chain
 
     conn = sqlite3.connect(db, isolation_level=None)
     try:

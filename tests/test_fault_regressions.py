@@ -15,9 +15,9 @@ from ess_tui.engine.evaluators.manual import ManualTriggerEmergencyEvaluator
 from ess_tui.engine.flatten import RetryPolicy
 from ess_tui.engine.store import StaleResetError, StoreUnavailable
 from ess_tui.engine.system import EmergencyStopSystem
-from ess_tui.store.seed_adapter import MemoryPolicyStore
+from ess_tui.engine.seed_store import MemoryPolicyStore
 from ess_tui.store.sqlite import SQLiteStore
-from ess_tui.venues.paper import PaperExchange
+from ess_tui.venues.paper.exchange import PaperExchange
 
 pytestmark = pytest.mark.asyncio
 
@@ -162,7 +162,7 @@ async def test_reset_cannot_unlatch_an_activation_nobody_reviewed(tmp_path):
 async def test_a_position_that_appears_while_latched_is_flattened_again(tmp_path):
     """Once flat, a position opened by an ungated process is closed again, and it is audited."""
     from ess_tui.config import load_settings
-    from ess_tui.runtime import Runtime
+    from ess_tui.runtime.assembly import Runtime
 
     settings = load_settings(None, db=str(tmp_path / "ess.db"), check_interval=0.1,
                              paper={"latency_ms": 0.0, "drift": False})
@@ -185,7 +185,7 @@ async def test_a_position_that_appears_while_latched_is_flattened_again(tmp_path
 
 async def test_the_seed_event_bus_gets_one_stop_event_per_activation_however_often_it_flattens():
     from ess_tui.engine.venue import Position
-    from ess_tui.testing import FakeVenue, RecordingEventBus
+    from ess_tui.testing.fakes import FakeVenue, RecordingEventBus
 
     venue = FakeVenue(positions=[Position("BTC/USDT", "long", 1.0)])
     bus = RecordingEventBus()

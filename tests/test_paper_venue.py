@@ -21,7 +21,7 @@ from ess_tui.engine.venue import (
     VenueUnavailable,
 )
 from ess_tui.market.ticks import Tick
-from ess_tui.venues.paper import FaultConfig, PaperExchange
+from ess_tui.venues.paper.exchange import FaultConfig, PaperExchange
 
 T0 = datetime(2025, 11, 30, 4, 0, tzinfo=timezone.utc)
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ess_tui.config import ConfigError, load_settings
-from ess_tui.runtime import Runtime
+from ess_tui.runtime.assembly import Runtime
 
 
 @pytest.fixture

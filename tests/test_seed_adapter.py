@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ess_tui.engine.store import NotLatchedError, StateStore, StoreError, StoreUnavailable
-from ess_tui.store.seed_adapter import MemoryPolicyStore, SeedPolicyStoreAdapter, as_state_store
+from ess_tui.engine.seed_store import MemoryPolicyStore, SeedPolicyStoreAdapter, as_state_store
 from ess_tui.store.sqlite import SQLiteStore
 
 T0 = datetime(2025, 11, 30, 4, 3, 31, tzinfo=timezone.utc)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import pytest
 
-from ess_tui.testing import FakeExchange, FakeHealthMonitor, FakeMetricsRepository, RecordingEventBus
+from ess_tui.testing.fakes import FakeExchange, FakeHealthMonitor, FakeMetricsRepository, RecordingEventBus
 
 
 class SyncPolicyStore:

@@ -14,7 +14,7 @@ import pytest
 
 from ess_tui.engine.state import ESSStatus
 from ess_tui.engine.store import NotLatchedError, StateStore, StoreError, StoreUnavailable
-from ess_tui.store import audit_chain
+from ess_tui.engine import audit_chain
 from ess_tui.store.schema import SCHEMA_VERSION
 from ess_tui.store.sqlite import SQLiteStore
 

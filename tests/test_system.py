@@ -16,7 +16,7 @@ from ess_tui import (
 )
 from ess_tui.engine.flatten import RetryPolicy
 from ess_tui.engine.state import Band
-from ess_tui.testing import FakeMetricsRepository, FakeVenue
+from ess_tui.testing.fakes import FakeMetricsRepository, FakeVenue
 
 FAST = RetryPolicy(initial_sec=0.001, max_sec=0.005, jitter=0.0)
 

@@ -19,8 +19,8 @@ from ess_tui.engine.flatten import RetryPolicy
 from ess_tui.engine.state import FlattenProgressEvent
 from ess_tui.engine.venue import VenueError
 from ess_tui.store.sqlite import SQLiteStore
-from ess_tui.venues.paper import FaultConfig, PaperExchange
-from ess_tui.venues.paper_demo import DEMO_POSITIONS
+from ess_tui.venues.paper.exchange import FaultConfig, PaperExchange
+from ess_tui.venues.paper.demo import DEMO_POSITIONS
 
 FAST = RetryPolicy(initial_sec=0.002, max_sec=0.02, jitter=0.0)
 

@@ -4,7 +4,7 @@
   (160×50); the clock runs from spawning the process until the ESS banner (``ARMED`` or
   ``LATCHED``) has been drawn on that terminal. One discarded warm-up start (full run) fills the
   bytecode cache first.
-* **Enter on the STOP modal → durable latch**: ``ess_tui.tui.bench.measure_stop_latency(n)`` drives
+* **Enter on the STOP modal → durable latch**: ``ess_tui.bench.stop_latency.measure_stop_latency(n)`` drives
   the app with Textual's Pilot, in a child process; it answers the seconds from Enter on a
   filled-in modal until the engine reports the latch committed (the modal closes only then)
   (and it checks the database says latched after each try).
@@ -56,7 +56,7 @@ def control_room_available() -> bool:
 
 def stop_probe_available() -> bool:
     try:
-        spec = importlib.util.find_spec("ess_tui.tui.bench")
+        spec = importlib.util.find_spec("ess_tui.bench.stop_latency")
     except (ImportError, ValueError):
         return False
     if spec is None or spec.origin is None:

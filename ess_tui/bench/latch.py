@@ -155,7 +155,7 @@ class _Sampler:
 
 
 async def _runner_figures(ctx: BenchContext, result: ScenarioResult) -> None:
-    from ess_tui.runtime import Runtime
+    from ess_tui.runtime.assembly import Runtime
 
     n_push = 30 if ctx.quick else 1000
     n_poll = 10 if ctx.quick else 1000

@@ -68,7 +68,7 @@ async def _throughput(db: Path, evaluators: int, seconds: float, interval: float
     import asyncio
 
     from ess_tui.bench.world import bench_settings
-    from ess_tui.runtime import Runtime
+    from ess_tui.runtime.assembly import Runtime
 
     settings = bench_settings(db, check_interval=interval, latency_ms=20.0)
     runtime = await Runtime.build(settings, actor="bench")
@@ -191,7 +191,7 @@ def _gate(db: Path, checks: int) -> dict[str, Any]:
 def _stop_latency(tries: int) -> dict[str, Any]:
     import asyncio
 
-    from ess_tui.tui.bench import measure_stop_latency  # type: ignore[import-not-found]
+    from ess_tui.bench.stop_latency import measure_stop_latency  # type: ignore[import-not-found]
 
     raw = asyncio.run(measure_stop_latency(tries))
     return {"raw": raw}

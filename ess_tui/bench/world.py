@@ -71,7 +71,7 @@ def build_book(positions: int, orders: int, *, latency_ms: float = VENUE_LATENCY
     """A paper venue holding ``positions`` positions (one per symbol, long and short alternating)
     and ``orders`` resting orders spread over them: entries far from the market (never fill) and
     protective reduce-only stops. No price drift: the book stays as built until flattened."""
-    from ess_tui.venues.paper import PaperExchange
+    from ess_tui.venues.paper.exchange import PaperExchange
 
     prices = symbols(max(positions, 1))
     venue = PaperExchange(

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 def _as_store(policy_store: Any, store: StateStore | None) -> StateStore:
     if store is not None:
         return store
-    from ess_tui.store.seed_adapter import as_state_store
+    from ess_tui.engine.seed_store import as_state_store
 
     return as_state_store(policy_store)
 
@@ -73,7 +73,7 @@ class EmergencyStopController:
         activate_wait_sec: float = 30.0,
     ) -> None:
         if policy_store is None and store is None:
-            from ess_tui.store.seed_adapter import MemoryPolicyStore
+            from ess_tui.engine.seed_store import MemoryPolicyStore
 
             policy_store = MemoryPolicyStore()
         self.policy_store = policy_store

@@ -1,7 +1,7 @@
 """The venue protocol the engine flattens through, its data types and its errors.
 
-A venue is anything that holds positions and orders: the paper exchange (``ess_tui.venues.paper``),
-a ccxt exchange (``ess_tui.venues.ccxt_venue``), or a seed-shaped ``exchange`` object that only has
+A venue is anything that holds positions and orders: the paper exchange (``ess_tui.venues.paper.exchange``),
+a ccxt exchange (``ess_tui.venues.ccxt.venue``), or a seed-shaped ``exchange`` object that only has
 ``cancel_all_orders()`` and ``close_all_positions()``. This module imports neither ccxt nor Textual.
 
 Every method may be sync or async in a seed-shaped object; ess-tui's own venues are async.

@@ -1,6 +1,6 @@
 """The market tick: one top-of-book quote for one symbol, as a feed hands it over.
 
-A tiny shared module so that the paper exchange (``ess_tui.venues.paper``), which produces ticks,
+A tiny shared module so that the paper exchange (``ess_tui.venues.paper.exchange``), which produces ticks,
 and the feed monitor (``ess_tui.market.feed``), which validates them, agree on one type without
 importing each other. Plain data, no I/O, no validation: a Tick may hold garbage (NaN, a crossed
 book, a timestamp in the future) precisely so that the feed monitor can catch it.

@@ -41,8 +41,8 @@ from ess_tui.engine.store import (
     StoreError,
     StoreUnavailable,
 )
-from ess_tui.store import audit_chain
-from ess_tui.store.audit_chain import MODE_HMAC, MODE_SHA256, ChainRow
+from ess_tui.engine import audit_chain
+from ess_tui.engine.audit_chain import MODE_HMAC, MODE_SHA256, ChainRow
 from ess_tui.store.schema import (
     EMERGENCY_KEY,
     RUNNER_LEASE,

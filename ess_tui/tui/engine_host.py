@@ -1,7 +1,7 @@
 """The engine seen from the control room, and the host that runs it on its own thread.
 
 :class:`EngineHost` is everything the UI asks of the engine. :class:`RuntimeHost` runs the real
-:class:`ess_tui.runtime.Runtime` on a dedicated thread with its own asyncio loop (started as a
+:class:`ess_tui.runtime.assembly.Runtime` on a dedicated thread with its own asyncio loop (started as a
 Textual thread worker), so nothing the UI does — a modal open, a slow redraw — delays an
 evaluation or a latch. The engine talks back by posting messages (thread-safe); the UI calls the
 engine by submitting coroutines to the engine loop and awaiting the result, so "the latch is
@@ -243,7 +243,7 @@ ENGINE_SWITCH_INTERVAL_SEC = 0.001
 
 
 class RuntimeHost(EngineHost):
-    """Runs :class:`ess_tui.runtime.Runtime` on a dedicated thread with its own event loop."""
+    """Runs :class:`ess_tui.runtime.assembly.Runtime` on a dedicated thread with its own event loop."""
 
     def __init__(
         self,
@@ -323,7 +323,7 @@ class RuntimeHost(EngineHost):
             if self._build is not None:
                 runtime = await self._build()
             else:
-                from ess_tui.runtime import Runtime
+                from ess_tui.runtime.assembly import Runtime
 
                 runtime = await Runtime.build(self.settings, clock=self.clock)
             self.runtime = runtime
@@ -441,7 +441,7 @@ class RuntimeHost(EngineHost):
     async def check_reset(
         self, operator: str, *, approver: str | None, override: str | None, venue_flat: bool | None,
     ) -> dict[str, Any]:
-        from ess_tui.reset_policy import check_reset_allowed
+        from ess_tui.engine.reset_policy import check_reset_allowed
 
         return await self._call(lambda: check_reset_allowed(
             self.settings.reset, self.runtime.store, operator=operator, approver=approver,

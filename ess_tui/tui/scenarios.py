@@ -47,8 +47,8 @@ def fixed_clock() -> datetime:
 
 
 def demo_book() -> tuple[tuple[Position, ...], tuple[Order, ...]]:
-    """The embedded default's book (see ``ess_tui.venues.paper_demo``) at fixed marks."""
-    from ess_tui.venues.paper_demo import DEMO_ORDERS, DEMO_POSITIONS
+    """The embedded default's book (see ``ess_tui.venues.paper.demo``) at fixed marks."""
+    from ess_tui.venues.paper.demo import DEMO_ORDERS, DEMO_POSITIONS
 
     positions = tuple(
         Position(symbol, side, amount, entry, MARKS[symbol])  # type: ignore[arg-type]

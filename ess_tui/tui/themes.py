@@ -11,8 +11,8 @@ A theme is a TOML file::
                     # banner-armed-background, banner-armed-foreground, banner-latched-background,
                     # banner-latched-foreground, banner-latched-dim-background (all optional)
 
-Shipped themes live in ``ess_tui/themes/`` (inside the package, so a plain ``pip install .`` has
-them); users drop their own into ``<user config dir>/ess-tui/themes/``. A user file with a shipped
+Shipped themes live in the top-level ``themes/`` folder, packaged into the wheel as ``ess_tui.themes``
+(so a plain ``pip install .`` has them); users drop their own into ``<user config dir>/ess-tui/themes/``. A user file with a shipped
 name replaces the shipped theme. A broken file is skipped with a reason, never fatal.
 """
 
@@ -113,7 +113,7 @@ def load_theme_file(path: Path) -> Theme:
 
 def shipped_theme_files() -> list[Path]:
     """The theme files inside the installed package."""
-    folder = resources.files("ess_tui") / "themes"
+    folder = resources.files("ess_tui.themes")
     with resources.as_file(folder) as real:
         return sorted(Path(real).glob("*.toml"))
 

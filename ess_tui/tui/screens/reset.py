@@ -8,7 +8,7 @@
 (e) ``RESET`` typed in full.
 
 The reset policy (``[reset]`` in ess.toml: who may reset, two-person rule, flat-or-override) is
-checked by :func:`ess_tui.reset_policy.check_reset_allowed`, which audits refusals.
+checked by :func:`ess_tui.engine.reset_policy.check_reset_allowed`, which audits refusals.
 """
 
 from __future__ import annotations

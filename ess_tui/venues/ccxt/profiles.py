@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ess_tui.venues.ccxt_config import CcxtVenueConfig, exchange_family
+from ess_tui.venues.ccxt.config import CcxtVenueConfig, exchange_family
 
 __all__ = ["Book", "Profile", "profile_for"]
 

@@ -1,6 +1,6 @@
 """The wire between a caller and the paper exchange: latency, rate limit, injected faults, call log.
 
-Every venue call of :class:`~ess_tui.venues.paper.PaperExchange` goes through :meth:`PaperWire.send`:
+Every venue call of :class:`~ess_tui.venues.paper.exchange.PaperExchange` goes through :meth:`PaperWire.send`:
 it waits for a rate-limit token (FIFO, like ccxt's throttler), records the call, spends half the
 round-trip latency going out, rolls the injected faults, runs the venue-side action, and spends the
 other half coming back. Sleeping and the monotonic clock are injectable so tests can run on fake time.

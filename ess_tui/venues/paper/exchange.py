@@ -10,8 +10,8 @@ It also records what the execution-error evaluator needs (stop-loss hits, order 
 by an injectable clock), serves the ticks the data-feed evaluator watches, and offers the drills
 the control room fires (crash, stop-loss storm, stalled feed, garbage tick).
 
-Parts: ``paper_book`` (positions, orders, matching, the reduce-only rule), ``paper_market`` (prices
-and feed), ``paper_wire`` (latency, rate limit, faults, call log), ``paper_demo`` (the default world).
+Parts: ``book`` (positions, orders, matching, the reduce-only rule), ``market`` (prices
+and feed), ``wire`` (latency, rate limit, faults, call log), ``demo`` (the default world, data only).
 Imports neither ccxt nor Textual.
 """
 
@@ -37,10 +37,10 @@ from ess_tui.engine.venue import (
     VenueRejected,
 )
 from ess_tui.market.ticks import Tick
-from ess_tui.venues.paper_book import ORDER_KINDS, Fill, PaperBook
-from ess_tui.venues.paper_demo import DEFAULT_PRICES
-from ess_tui.venues.paper_market import GARBAGE_KINDS, FeedState, SimulatedMarket
-from ess_tui.venues.paper_wire import CallRecord, FaultConfig, PaperWire, Sleep
+from ess_tui.venues.paper.book import ORDER_KINDS, Fill, PaperBook
+from ess_tui.venues.paper.demo import DEFAULT_PRICES
+from ess_tui.venues.paper.market import GARBAGE_KINDS, FeedState, SimulatedMarket
+from ess_tui.venues.paper.wire import CallRecord, FaultConfig, PaperWire, Sleep
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -170,7 +170,7 @@ class PaperExchange:
         """The embedded-default world: 4 symbols, long and short positions, limit orders and
         protective reduce-only stops, 20 ms latency, no rate limit. ``overrides`` go to __init__
         (e.g. ``rate_limit=20``)."""
-        from ess_tui.venues.paper_demo import build_demo
+        from ess_tui.venues.paper.demo import build_demo
 
         return build_demo(cls, seed=seed, **overrides)
 

@@ -7,10 +7,12 @@ gaps through every protective stop, which then count as stop-loss hits.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-if TYPE_CHECKING:
-    from ess_tui.venues.paper import PaperExchange
+#: The exchange type being built (``PaperExchange``); kept generic so this module imports nothing
+#: from the exchange, which imports it.
+E = TypeVar("E")
 
 #: Starting mid prices (USDT) of the paper market.
 DEFAULT_PRICES: dict[str, float] = {
@@ -49,7 +51,7 @@ DEMO_ORDERS: tuple[tuple[str, str, float, str, float, bool], ...] = (
 )
 
 
-def build_demo(cls: type[PaperExchange], *, seed: int = 0, **overrides: Any) -> PaperExchange:
+def build_demo(cls: Callable[..., E], *, seed: int = 0, **overrides: Any) -> E:
     """A PaperExchange holding the demo book; ``overrides`` go to the constructor."""
     options: dict[str, Any] = {
         "name": "paper",
@@ -62,7 +64,7 @@ def build_demo(cls: type[PaperExchange], *, seed: int = 0, **overrides: Any) -> 
     options.update(overrides)
     exchange = cls(**options)
     for symbol, side, amount, entry in DEMO_POSITIONS:
-        exchange.seed_position(symbol, side, amount, entry)  # type: ignore[arg-type]
+        exchange.seed_position(symbol, side, amount, entry)  # type: ignore[attr-defined]
     for symbol, side, amount, kind, price, reduce_only in DEMO_ORDERS:
-        exchange.seed_order(symbol, side, amount, kind, price, reduce_only)  # type: ignore[arg-type]
+        exchange.seed_order(symbol, side, amount, kind, price, reduce_only)  # type: ignore[attr-defined]
     return exchange

@@ -1,4 +1,4 @@
-"""The ccxt world for :meth:`ess_tui.runtime.Runtime.build`: venue, feed monitor, account metrics and
+"""The ccxt world for :meth:`ess_tui.runtime.assembly.Runtime.build`: venue, feed monitor, account metrics and
 the background tasks, all from ``settings.venue`` (kind = "ccxt"). Importing this module imports
 ccxt lazily only through the venue modules' functions.
 """
@@ -11,10 +11,10 @@ from typing import Any
 
 from ess_tui.market.feed import FeedMonitor
 from ess_tui.market.metrics import AccountMetrics
-from ess_tui.venues.ccxt_account import CcxtAccount
-from ess_tui.venues.ccxt_config import CcxtVenueConfig
-from ess_tui.venues.ccxt_feed import CcxtTickerFeed
-from ess_tui.venues.ccxt_venue import CcxtVenue
+from ess_tui.venues.ccxt.account import CcxtAccount
+from ess_tui.venues.ccxt.config import CcxtVenueConfig
+from ess_tui.venues.ccxt.feed import CcxtTickerFeed
+from ess_tui.venues.ccxt.venue import CcxtVenue
 
 __all__ = ["build_ccxt_world"]
 
@@ -24,7 +24,7 @@ async def build_ccxt_world(
 ) -> tuple[CcxtVenue, FeedMonitor, AccountMetrics, list[Callable[[], Any]]]:
     """(venue, data-feed monitor, metrics repository, world tasks) for a ccxt venue.
 
-    Raises :class:`~ess_tui.venues.ccxt_config.CcxtConfigError` (a ConfigError: one line, exit 2)
+    Raises :class:`~ess_tui.venues.ccxt.config.CcxtConfigError` (a ConfigError: one line, exit 2)
     for a bad ``[venue]`` table, unknown exchange id, missing key variable or unsupported
     sandbox/demo mode. Symbols are checked by ``venue.start()``.
     """

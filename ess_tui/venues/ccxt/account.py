@@ -3,7 +3,7 @@
 ``CcxtAccount`` is what :class:`ess_tui.market.metrics.AccountMetrics` measures from:
 
 * ``equity()`` — its *equity source*: ``fetch_balance`` in the settlement currency, unrealised PnL
-  included (:meth:`ess_tui.venues.ccxt_venue.CcxtVenue.get_account_balance`). AccountMetrics
+  included (:meth:`ess_tui.venues.ccxt.venue.CcxtVenue.get_account_balance`). AccountMetrics
   keeps the high-water mark and the day's opening equity, durably.
 * ``stop_loss_hits(since)`` / ``order_failures(since)`` — its *execution record*, read from the
   order history of the listed symbols (``fetch_orders`` where the venue has it, else closed and
@@ -27,7 +27,7 @@ from typing import Any
 
 from ess_tui.engine.state import utcnow
 from ess_tui.engine.venue import VenueError
-from ess_tui.venues.ccxt_venue import CcxtVenue
+from ess_tui.venues.ccxt.venue import CcxtVenue
 
 __all__ = ["CcxtAccount", "is_stop_loss_fill"]
 

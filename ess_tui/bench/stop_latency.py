@@ -1,6 +1,6 @@
 """Control-room benchmarks: Enter on the STOP modal → durable latch, and process start → first frame.
 
-    python -m ess_tui.tui.bench [--n 200] [--frames 5]
+    python -m ess_tui.bench.stop_latency [--n 200] [--frames 5]
 
 Both run the real engine (its own thread, SQLite in a temporary folder, the paper venue). The
 benchmark module of the CLI (``ess-tui bench``) can reuse :func:`measure_stop_latency` and
@@ -127,7 +127,7 @@ def measure_first_frame(runs: int = 5) -> list[float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ess_tui.tui.bench")
+    parser = argparse.ArgumentParser(prog="python -m ess_tui.bench.stop_latency")
     parser.add_argument("--n", type=int, default=200, help="STOP tries (default 200)")
     parser.add_argument("--frames", type=int, default=5, help="first-frame runs (default 5)")
     args = parser.parse_args(argv)

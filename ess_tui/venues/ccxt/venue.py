@@ -10,12 +10,12 @@ engine's flatten loop (``ess_tui.engine.flatten``) does the retrying. What each 
   (the whole account, or only the listed symbols with ``scope = "symbols"``), closed with a
   reduce-only market order on the opposite side, amounts at the market's precision. ``close_position``
   never sends more than the venue says is open. All calls share ccxt's rate limiter.
-* a dead-man switch (:mod:`ess_tui.venues.ccxt_deadman`) armed by :meth:`CcxtVenue.start` and
+* a dead-man switch (:mod:`ess_tui.venues.ccxt.deadman`) armed by :meth:`CcxtVenue.start` and
   disarmed by :meth:`CcxtVenue.close`.
 
 ccxt is imported when a ``CcxtVenue`` is built, never when this module is imported. Keys are read
 from the environment variables the config names, handed to ccxt, and kept nowhere else; every
-error text is scrubbed of them (:func:`ess_tui.venues.ccxt_errors.redact`).
+error text is scrubbed of them (:func:`ess_tui.venues.ccxt.errors.redact`).
 """
 
 from __future__ import annotations
@@ -37,16 +37,16 @@ from ess_tui.engine.venue import (
     VenueRejected,
     VenueUnavailable,
 )
-from ess_tui.venues.ccxt_config import (
+from ess_tui.venues.ccxt.config import (
     CcxtVenueConfig,
     check_markets,
     check_static,
     exchange_family,
     read_credentials,
 )
-from ess_tui.venues.ccxt_deadman import DeadManSwitch
-from ess_tui.venues.ccxt_errors import map_ccxt_error, redact
-from ess_tui.venues.ccxt_profiles import Book, Profile, exchange_options, profile_for
+from ess_tui.venues.ccxt.deadman import DeadManSwitch
+from ess_tui.venues.ccxt.errors import map_ccxt_error, redact
+from ess_tui.venues.ccxt.profiles import Book, Profile, exchange_options, profile_for
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ class CcxtVenue:
     async def start(self) -> None:
         """Load markets, check the symbols, check the key, arm the dead-man switch.
 
-        Raises :class:`~ess_tui.venues.ccxt_config.CcxtConfigError` for a symbol the exchange
+        Raises :class:`~ess_tui.venues.ccxt.config.CcxtConfigError` for a symbol the exchange
         does not list, :class:`VenueAuthError` for a rejected key, before anything trades.
         """
         await self._ready()

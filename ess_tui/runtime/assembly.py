@@ -143,11 +143,11 @@ class Runtime:
         holder: dict[str, Any] = {}
 
         if settings.venue.kind == "ccxt":
-            from ess_tui.venues.ccxt_runtime import build_ccxt_world
+            from ess_tui.runtime.ccxt_world import build_ccxt_world
 
             venue, feed, metrics, world = await build_ccxt_world(settings, store=store, clock=clock)
         else:
-            from ess_tui.venues.paper import PaperExchange
+            from ess_tui.venues.paper.exchange import PaperExchange
 
             if paper is None:
                 paper = PaperExchange.demo(

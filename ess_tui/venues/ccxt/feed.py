@@ -26,8 +26,8 @@ from typing import Any
 
 from ess_tui.engine.state import utcnow
 from ess_tui.market.ticks import Tick
-from ess_tui.venues.ccxt_config import CcxtVenueConfig
-from ess_tui.venues.ccxt_errors import map_ccxt_error, redact
+from ess_tui.venues.ccxt.config import CcxtVenueConfig
+from ess_tui.venues.ccxt.errors import map_ccxt_error, redact
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class CcxtTickerFeed:
         cls, config: CcxtVenueConfig, on_tick: Callable[[Tick], Any], **kwargs: Any
     ) -> CcxtTickerFeed:
         """A feed on its own keyless instance of the configured exchange (same environment)."""
-        from ess_tui.venues.ccxt_venue import build_exchange, wire_log
+        from ess_tui.venues.ccxt.venue import build_exchange, wire_log
 
         exchange = build_exchange(config, {}, websocket=config.websocket)
         exchange.logger = wire_log

@@ -4,7 +4,7 @@ While the ESS runs, a countdown is kept armed on the exchange and re-armed every
 timeout, so one or two missed re-arms still leave it armed; if the ESS process, host or network
 dies, the countdown runs out and the exchange cancels every open order. A clean shutdown disarms it.
 
-Two mechanisms are used, chosen by :mod:`ess_tui.venues.ccxt_profiles`:
+Two mechanisms are used, chosen by :mod:`ess_tui.venues.ccxt.profiles`:
 
 * ``cancel_all_after`` — ccxt's ``cancel_all_orders_after(ms)`` (OKX: account-wide; 0 disarms);
 * ``countdown`` — Binance futures' ``countdownCancelAll`` (per symbol; 0 disarms), which ccxt

@@ -13,6 +13,15 @@ from typing import Any
 
 from ess_tui.engine.venue import Order, Position
 
+__all__ = [
+    "FakeDataFeedMonitor",
+    "FakeExchange",
+    "FakeHealthMonitor",
+    "FakeMetricsRepository",
+    "FakeVenue",
+    "RecordingEventBus",
+]
+
 
 @dataclass
 class FakeMetricsRepository:

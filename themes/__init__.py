@@ -1,0 +1,1 @@
+"""The shipped control-room themes (TOML files), packaged into the wheel as ``ess_tui.themes``."""
