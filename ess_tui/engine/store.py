@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from ess_tui.engine.state import EmergencyState, as_utc, clean_text, os_user, utcnow
@@ -28,6 +29,11 @@ class NotLatchedError(Exception):
 
 class StaleResetError(Exception):
     """A reset reviewed one activation, but another is latched now: it is refused (audited)."""
+
+
+class FencedOut(StoreError):
+    """This runner may no longer act on the venue: it lost the lease (a higher epoch holds it), or
+    the activation it is flattening is no longer the latched one. Nothing may be sent."""
 
 
 def entry_at(at: datetime | None) -> datetime:
@@ -82,10 +88,80 @@ class AuditVerification:
 
 @dataclass(frozen=True)
 class LeaseInfo:
+    """The runner lease. ``epoch`` grows by one with every change of holder (the fencing token);
+    ``beat`` grows with every renewal, so a standby judges expiry by how long *its own* monotonic
+    clock has seen the beat unchanged, never by comparing two hosts' wall clocks."""
+
     holder: str
     acquired_at: datetime
     heartbeat_at: datetime
     expires_at: datetime
+    epoch: int = 0
+    beat: int = 0
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """One alert-worthy event waiting in the store's outbox (see :class:`Outbox`).
+
+    ``key`` is the idempotency key, unique per event: ``"latched:3"`` for activation 3's latch,
+    ``"reset:3"``, ``"flattened:3"``, ``"warn:daily_loss:<ts>"`` ... A second enqueue with the same
+    key is a no-op. ``level`` is ``info`` | ``warning`` | ``critical``."""
+
+    id: int
+    kind: str
+    level: str
+    key: str
+    created_at: datetime
+    payload: dict[str, Any] = field(default_factory=dict)
+    activation: int | None = None
+    audit_seq: int | None = None
+
+
+@dataclass(frozen=True)
+class SinkDelivery:
+    """Delivery state of one outbox event to one sink."""
+
+    event_id: int
+    sink: str
+    attempts: int
+    delivered_at: datetime | None = None
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """The transactional outbox. ``latch`` and ``unlatch`` enqueue their ``latched`` / ``reset``
+    events in the same transaction as the state change; everything else is enqueued right after
+    its cause. Delivery is at-least-once, tracked per (event, sink)."""
+
+    async def enqueue(
+        self, kind: str, *, level: str, key: str, payload: dict[str, Any],
+        activation: int | None = None, at: datetime | None = None,
+    ) -> int | None:
+        """Append an event; returns its id, or None when ``key`` is already in the outbox."""
+        ...
+
+    async def pending(self, sink: str, *, now: datetime, limit: int = 100) -> list[OutboxEvent]:
+        """Events not yet delivered to ``sink`` whose next attempt is due, oldest first."""
+        ...
+
+    async def mark_delivered(self, event_id: int, sink: str, *, at: datetime) -> None: ...
+
+    async def mark_failed(
+        self, event_id: int, sink: str, *, at: datetime, error: str, next_attempt_at: datetime,
+    ) -> None: ...
+
+    async def deliveries(self, sink: str | None = None) -> list[SinkDelivery]:
+        """Delivery rows (newest first), for ``ess-tui alerts`` and the control room."""
+        ...
+
+
+#: The reset policy as the store runs it inside the un-latching transaction:
+#: ``guard(latched_state, last_flatten_details_or_None) -> refusal reason or None``. Synchronous and
+#: pure, so any store (a database thread, a server transaction) can call it at the right moment.
+ResetGuard = Callable[[EmergencyState, "dict[str, Any] | None"], "str | None"]
 
 
 @runtime_checkable
@@ -110,10 +186,16 @@ class StateStore(Protocol):
     async def unlatch(
         self, reset_by: str, *, at: datetime, note: str | None = None,
         details: dict[str, Any] | None = None, expected_activation: int | None = None,
+        guard: ResetGuard | None = None,
     ) -> EmergencyState:
         """Reset durably with its audit row. Raises :class:`NotLatchedError` when not latched,
         and :class:`StaleResetError` when ``expected_activation`` is not the one latched now
-        (both audit the refused attempt)."""
+        (both audit the refused attempt).
+
+        ``guard`` is the reset policy, run *inside* the un-latching transaction on what the store
+        holds at that moment (the latched state, and the newest flatten outcome of that activation
+        from the audit trail, or None). If it returns a reason, the store audits ``reset_refused``
+        with it and raises :class:`~ess_tui.engine.reset_policy.ResetRefused`; nothing un-latches."""
         ...
 
     async def audit(
@@ -143,3 +225,14 @@ class StateStore(Protocol):
     async def release_lease(self, holder: str) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class FencedStore(Protocol):
+    """A store that can fence a runner (every store a lease-holding runner uses)."""
+
+    async def check_fence(self, holder: str, epoch: int, activation: int | None) -> None:
+        """Raise :class:`FencedOut` unless ``holder`` holds the live lease at ``epoch`` and (when
+        ``activation`` is given) that activation is still the latched one. Called immediately
+        before every venue call the runner makes; must be cheap (one indexed read)."""
+        ...
