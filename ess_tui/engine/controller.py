@@ -9,35 +9,45 @@ Order of an activation, which nothing reorders:
 
 If the store cannot be written the ESS still latches in memory and still flattens (closing risk is
 never the wrong move in an emergency), says so loudly, and keeps trying to make the latch durable.
-Nothing in this module un-latches except :meth:`EmergencyStopController.reset`.
+Nothing un-latches except :meth:`EmergencyStopController.reset`, which enforces the reset policy
+itself (``engine/resetting.py``). Keeping in step with the store — a latch or reset made elsewhere, a
+store that lost the latch — is ``engine/store_sync.py``; flattening again a book that drifts open while
+latched is ``engine/keep_flat.py``. Every book-changing venue call is fenced (``fence``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from ess_tui.engine.aio import maybe_await
 from ess_tui.engine.bus import EventBus
 from ess_tui.engine.flatten import Flattener, RetryPolicy, describe_error
+from ess_tui.engine.keep_flat import KeepFlat
+from ess_tui.engine.reset_policy import ResetPolicy, ResetRefused
+from ess_tui.engine.resetting import ResetMixin
 from ess_tui.engine.state import (
-    EmergencyResetEvent,
     EmergencyState,
     EmergencyStopEvent,
     ESSStatus,
     FlattenDoneEvent,
     FlattenReport,
     LatchedEvent,
-    ResetEvent,
     WarningEvent,
-    clean_text,
-    os_user,
-    utcnow,
 )
-from ess_tui.engine.store import NotLatchedError, StaleResetError, StateStore, StoreError
+from ess_tui.engine.store import (
+    FencedOut,
+    NotLatchedError,
+    StaleResetError,
+    StateStore,
+    StoreError,
+)
+from ess_tui.engine.store_sync import SyncMixin
+from ess_tui.engine.text import clean_text, os_user, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +60,18 @@ def _as_store(policy_store: Any, store: StateStore | None) -> StateStore:
     return as_state_store(policy_store)
 
 
-class EmergencyStopController:
+class EmergencyStopController(ResetMixin, SyncMixin):
     """The seed's controller: ``activate(reason)``, ``reset(reset_by)``, ``is_active``, ``state``.
 
     ``policy_store`` may be ess-tui's SQLite store or any seed-shaped object with ``get``/``set``.
     ``exchange`` may be an ess-tui venue or any seed-shaped object with ``cancel_all_orders()`` and
     ``close_all_positions()``. ``event_bus`` receives exactly the seed's two events.
+
+    ``reset_policy`` (a :class:`ResetPolicy` or a mapping of its fields) is what :meth:`reset`
+    enforces. Without one the controller uses :meth:`ResetPolicy.seed_default`: anyone may reset,
+    and a venue *known* not flat needs an override reason, while a venue that cannot say (the seed's
+    exchange has only the two bulk calls) does not — so the seed's usage keeps working and a book
+    known to be open is never un-latched by accident.
     """
 
     def __init__(
@@ -71,6 +87,9 @@ class EmergencyStopController:
         actor: str = "ess",
         acting: bool = True,
         activate_wait_sec: float = 30.0,
+        reset_policy: ResetPolicy | Mapping[str, Any] | None = None,
+        keep_flat_interval_sec: float = 2.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if policy_store is None and store is None:
             from ess_tui.engine.seed_store import MemoryPolicyStore
@@ -88,6 +107,15 @@ class EmergencyStopController:
         #: acting runner (the lease holder) flattens.
         self.acting = acting
         self.activate_wait_sec = activate_wait_sec
+        self.reset_policy = (
+            ResetPolicy.seed_default() if reset_policy is None
+            else ResetPolicy.from_mapping(reset_policy)
+        )
+        #: The runner's fence (``await hook(activation)`` raises FencedOut when this process may
+        #: no longer act); None: only the in-memory checks of :meth:`fence` apply.
+        self.fence_hook: Callable[[int], Awaitable[None]] | None = None
+        self.keep_flat = KeepFlat(self, interval_sec=keep_flat_interval_sec, monotonic=monotonic)
+        self._flattener: Flattener | None = None
         self._state = EmergencyState()
         self._unavailable: str | None = None
         self._not_durable: str | None = None
@@ -164,17 +192,19 @@ class EmergencyStopController:
         This is the fast path the runner and the control room use; :meth:`activate` also waits
         for flattening.
         """
+        # Operator and evaluator text enters the engine here, and is made safe here, once.
         reason = clean_text(reason or "Emergency stop") or "Emergency stop"
-        at = self.clock()
+        who = (clean_text(actor, limit=120) if actor else "") or self.actor
         info = dict(details or {})
         if source:
             info.setdefault("source", clean_text(source, limit=120))
+        return await self._latch_clean(reason, who, info)
+
+    async def _latch_clean(self, reason: str, who: str, info: dict[str, Any]) -> EmergencyState:
+        at = self.clock()
         async with self._latch_lock:
             try:
-                result = await self.store.latch(
-                    reason, at=at, actor=clean_text(actor, limit=120) if actor else self.actor,
-                    details=info,
-                )
+                result = await self.store.latch(reason, at=at, actor=who, details=info)
             except StoreError as exc:
                 return await self._latch_in_memory(reason, at, exc)
             except Exception as exc:  # noqa: BLE001 - an unknown store failure is still a failure
@@ -231,12 +261,25 @@ class EmergencyStopController:
             return
         self._flatten_task = asyncio.ensure_future(self._flatten())
 
+    async def fence(self, activation: int) -> None:
+        """Raise :class:`FencedOut` unless this process may still change the book for
+        ``activation``: it is still the latched one (as known here), this controller still acts,
+        and the runner's fence (the store's lease check, when a lease is held) agrees."""
+        if not self._state.active or self._state.activation_count != activation:
+            raise FencedOut(f"activation #{activation} is no longer the latched one")
+        if not self.acting and self._not_durable is None:
+            raise FencedOut("this process no longer holds the runner lease")
+        if self.fence_hook is not None:
+            await self.fence_hook(activation)
+
     async def _flatten(self) -> FlattenReport:
         reason = self._state.reason or "Emergency stop"
         activation = self._state.activation_count
         flattener = Flattener(
-            self.exchange, bus=self.bus, retry=self.retry, still_latched=lambda: self._state.active
+            self.exchange, bus=self.bus, retry=self.retry,
+            still_latched=lambda: self._state.active, fence=lambda: self.fence(activation),
         )
+        self._flattener = flattener
         try:
             report = await flattener.run()
         except asyncio.CancelledError:
@@ -245,10 +288,19 @@ class EmergencyStopController:
             log.exception("flatten crashed")
             report = FlattenReport(flat=False, last_error=describe_error(exc))
         self.last_report = report
+        if report.fenced:
+            # Another runner acts now (or the activation was reset): it flattens and reports.
+            # This one sends nothing more, writes no flatten row and no seed event.
+            self._flatten_done_for = activation
+            why = f"flatten of activation #{activation} stopped: {report.last_error}"
+            log.critical("fenced out: %s", why)
+            self.bus.publish(WarningEvent("lease", f"fenced out: {why}"))
+            return report
         if report.flat is not False or report.fatal:
             self._flatten_done_for = activation
         self.bus.publish(FlattenDoneEvent(report))
         details = {
+            "activation_count": activation,
             "orders_canceled": report.orders_canceled,
             "positions_closed": report.positions_closed,
             "flat": report.flat,
@@ -288,19 +340,28 @@ class EmergencyStopController:
 
     async def flatten_again(self, why: str) -> bool:
         """While latched, start flattening again (e.g. a position appeared after the venue was
-        verified flat). Audited. Returns whether a flatten was started."""
+        verified flat). Audited ``reflatten``. Returns whether a flatten was started."""
         if not self._state.active or self.flattening or self.exchange is None:
             return False
         if not self.acting and self._not_durable is None:
             return False
+        why = clean_text(why)
         try:
-            await self.store.audit("reflatten", actor=self.actor, reason=clean_text(why))
+            await self.store.audit("reflatten", actor=self.actor, reason=why,
+                                   details={"activation_count": self._state.activation_count})
         except Exception as exc:  # noqa: BLE001 - flattening matters more than its audit row
             self.bus.publish(WarningEvent("store", f"could not audit reflatten: {describe_error(exc)}"))
         log.warning("flattening again while latched: %s", why)
         self._flatten_done_for = None
         self._ensure_flattening()
         return True
+
+    async def keep_flat_check(self, positions: Any = None, orders: Any = None) -> bool:
+        """While latched: is the book open again? Then flatten again (see ``keep_flat.py``).
+
+        With ``positions`` and ``orders`` (a book the caller has just read) nothing is fetched;
+        without, the venue is read at most every ``keep_flat_interval_sec``."""
+        return await self.keep_flat.check(positions, orders)
 
     async def wait_flattened(self, timeout: float | None = None) -> FlattenReport | None:
         """Wait for the current flatten to end; returns its report (None if none ran)."""
@@ -311,119 +372,6 @@ class EmergencyStopController:
             return await asyncio.wait_for(asyncio.shield(task), timeout)
         except asyncio.CancelledError:
             return self.last_report
-
-    # --- reset ---------------------------------------------------------------------------------
-
-    async def reset(self, reset_by: str | None = None, note: str | None = None, *,
-                    details: dict[str, Any] | None = None,
-                    expected_activation: int | None = None) -> EmergencyState:
-        """Un-latch, audited. Raises :class:`NotLatchedError` (audited) when not latched, and
-        :class:`StaleResetError` (audited) when ``expected_activation`` — the activation the
-        operator reviewed — is not the one latched now."""
-        who = clean_text(reset_by, limit=120) if reset_by else os_user()
-        at = self.clock()
-        unlatch_kwargs: dict[str, Any] = {}
-        if expected_activation is not None:
-            unlatch_kwargs["expected_activation"] = expected_activation
-        state = await self.store.unlatch(
-            who, at=at, note=clean_text(note) if note else None, details=details, **unlatch_kwargs
-        )
-        self._generation += 1
-        self._state = state
-        self._unavailable = None
-        self._not_durable = None
-        task, self._flatten_task = self._flatten_task, None
-        if task is not None and not task.done():
-            task.cancel()
-        self.resets_seen += 1
-        for hook in self._reset_hooks:
-            try:
-                await maybe_await(hook())
-            except Exception:  # noqa: BLE001
-                log.exception("reset hook failed")
-        log.warning("ESS reset by %s", who)
-        self.bus.publish(ResetEvent(state, who, note))
-        await self._publish_seed(EmergencyResetEvent(timestamp=at, reset_by=who))
-        return state
-
-    # --- keeping in step with the store (other processes, restarts) ---------------------------
-
-    async def refresh(self) -> EmergencyState:
-        """Re-read the latch from the store. Unreadable → reads as latched, with the reason.
-
-        A latch found here (written by another process, or before a restart) is flattened by an
-        acting controller; a reset found here clears in-memory triggers through the reset hooks.
-        """
-        generation = self._generation
-        try:
-            stored = await self.store.load_state()
-        except Exception as exc:  # noqa: BLE001 - unknown means blocked
-            why = describe_error(exc)
-            if self._unavailable != why:
-                log.error("ESS state unavailable: %s", why)
-                self.bus.publish(WarningEvent("store", f"state unavailable: {why}"))
-            self._unavailable = why
-            return self.state
-        if generation != self._generation:
-            # This controller latched or reset while the read was in flight: the read may
-            # predate it. The next refresh reads again.
-            return self.state
-        was_active = self._state.active
-        self._unavailable = None
-        if self._not_durable is not None and self._state.active and not stored.active:
-            # Our latch never reached the store: keep trying; never let the store un-latch us.
-            try:
-                result = await self.store.latch(
-                    self._state.reason or "Emergency stop", at=self._state.timestamp or self.clock(),
-                    actor=self.actor, details={"recovered_from": self._not_durable},
-                )
-                stored = result.state
-                self._not_durable = None
-            except Exception as exc:  # noqa: BLE001
-                self._not_durable = describe_error(exc)
-                return self.state
-        if was_active and not stored.active and not self._reset_since(stored):
-            # The store says armed but records no reset of the latch we know of: a lost key,
-            # an evicted cache, a hand-edited value. Only an audited reset un-latches.
-            why = (
-                f"the store reads armed but records no reset since activation "
-                f"#{self._state.activation_count}; staying latched"
-            )
-            if self._unavailable != why:
-                log.critical("ESS state unavailable: %s", why)
-                self.bus.publish(WarningEvent("store", f"state unavailable: {why}"))
-            self._unavailable = why
-            return self.state
-        self._state = stored
-        if stored.active and not was_active:
-            log.critical("ESS LATCHED (read from the store): %s (activation #%d)", stored.reason,
-                         stored.activation_count)
-            self.bus.publish(LatchedEvent(stored, False))
-        if stored.active and self._flatten_done_for != stored.activation_count:
-            self._ensure_flattening()
-        elif was_active:
-            task, self._flatten_task = self._flatten_task, None
-            if task is not None and not task.done():
-                task.cancel()
-            self.resets_seen += 1
-            for hook in self._reset_hooks:
-                try:
-                    await maybe_await(hook())
-                except Exception:  # noqa: BLE001
-                    log.exception("reset hook failed")
-            self.bus.publish(ResetEvent(stored, stored.last_reset_by or "unknown"))
-        return self.state
-
-    def _reset_since(self, stored: EmergencyState) -> bool:
-        """Does ``stored`` record a reset of the activation we know is latched?"""
-        known = self._state
-        if stored.activation_count < known.activation_count or stored.last_reset_at is None:
-            return False
-        return known.timestamp is None or stored.last_reset_at >= known.timestamp
-
-    async def restore(self) -> EmergencyState:
-        """After a restart: load the latch and, if latched, resume flattening."""
-        return await self.refresh()
 
     async def close(self) -> None:
         """Stop background flattening (the latch stays as stored)."""
@@ -436,4 +384,6 @@ class EmergencyStopController:
                 pass
 
 
-__all__ = ["EmergencyStopController", "NotLatchedError", "StaleResetError", "os_user"]
+__all__ = [
+    "EmergencyStopController", "NotLatchedError", "ResetRefused", "StaleResetError", "os_user",
+]

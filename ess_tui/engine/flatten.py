@@ -7,6 +7,12 @@ error that retrying cannot fix (API key rejected) stops it.
 
 A seed-shaped exchange that only has ``cancel_all_orders()`` and ``close_all_positions()`` is called
 once each, cancel first; it cannot be verified, so the report says ``flat=None``.
+
+Fencing: immediately before every call that can change the book (each cancel, each close, the bulk
+calls) the flattener awaits its ``fence()`` hook. A hook that raises :class:`FencedOut` (this runner
+lost its lease, or the activation it flattens is no longer latched) ends the flatten at once: no
+further venue call is sent, and the report says ``fenced``. Reads (fetch) are not fenced: they
+cannot change the book.
 """
 
 from __future__ import annotations
@@ -14,16 +20,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ess_tui.engine.aio import maybe_await
 from ess_tui.engine.bus import EventBus
-from ess_tui.engine.state import FlattenProgressEvent, FlattenReport, clean_text
+from ess_tui.engine.state import FlattenProgressEvent, FlattenReport
+from ess_tui.engine.store import FencedOut
+from ess_tui.engine.text import clean_text
 from ess_tui.engine.venue import Position, VenueAuthError, VenueError
 
 log = logging.getLogger(__name__)
+
+#: Venue calls that can change the book: each is fenced.
+BOOK_CHANGING = frozenset({"cancel_all_orders", "close_position", "close_all_positions",
+                           "cancel_order"})
 
 #: A position whose remaining amount is below this fraction of the original counts as closed.
 _DUST = 1e-9
@@ -84,8 +96,12 @@ class Flattener:
         bus: EventBus | None = None,
         retry: RetryPolicy | None = None,
         still_latched: Callable[[], bool] = lambda: True,
+        fence: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.venue = venue
+        self.fence = fence
+        #: Why the fence stopped this flatten (None: it did not).
+        self.fenced: str | None = None
         self.bus = bus
         self.retry = retry or RetryPolicy()
         self.still_latched = still_latched
@@ -105,8 +121,32 @@ class Flattener:
             self.bus.publish(FlattenProgressEvent(step, message, attempt, error))
 
     async def _call(self, method: str, *args: Any) -> Any:
+        if method in BOOK_CHANGING:
+            await self._check_fence()
         self.venue_calls += 1
         return await maybe_await(getattr(self.venue, method)(*args))
+
+    async def _check_fence(self) -> None:
+        """Raise :class:`FencedOut` unless this flatten may still send. Checked again after the
+        hook answers (no await in between and the call), so once one concurrent close is fenced
+        out, none sent after that moment gets through."""
+        if self.fenced is not None:
+            raise FencedOut(self.fenced)
+        if self.fence is not None:
+            try:
+                await self.fence()
+            except FencedOut as exc:
+                if self.fenced is None:
+                    self.fenced = describe_error(exc)
+                    log.critical("flatten fenced out, sending nothing more: %s", self.fenced)
+                raise
+        if self.fenced is not None:
+            raise FencedOut(self.fenced)
+
+    def _raise_if_fenced(self, *results: Any) -> None:
+        for result in results:
+            if isinstance(result, FencedOut):
+                raise result
 
     async def run(self) -> FlattenReport:
         """Pass after pass until flat, fatal, or no longer latched. Never raises VenueError."""
@@ -115,7 +155,16 @@ class Flattener:
         report = FlattenReport()
         while True:
             attempt += 1
-            report = await self.one_pass(attempt)
+            try:
+                report = await self.one_pass(attempt)
+            except FencedOut as exc:
+                self.fenced = self.fenced or describe_error(exc)
+                self._progress("fenced", f"stopped: {self.fenced}", attempt, self.fenced)
+                return FlattenReport(
+                    orders_canceled=canceled, positions_closed=closed, flat=False,
+                    attempts=attempt, last_error=self.fenced, venue_calls=self.venue_calls,
+                    fenced=True,
+                )
             canceled += report.orders_canceled
             closed += report.positions_closed
             done = (
@@ -196,6 +245,7 @@ class Flattener:
             self._call("fetch_positions") if full else _nothing(),
             return_exceptions=True,
         )
+        self._raise_if_fenced(cancel_result)
         if isinstance(cancel_result, BaseException):
             note("cancel", cancel_result)  # reported; we still close: reduce-only cannot add risk
         else:
@@ -216,6 +266,8 @@ class Flattener:
             try:
                 closed = _count(await self._call("close_all_positions"))
                 self._progress("close", f"closed {closed} position(s)", attempt)
+            except FencedOut:
+                raise
             except Exception as exc:  # noqa: BLE001
                 note("close", exc)
             return FlattenReport(
@@ -230,6 +282,7 @@ class Flattener:
             results = await asyncio.gather(
                 *(self._close_one(p) for p in positions), return_exceptions=True
             )
+            self._raise_if_fenced(*results)
             still_open: list[str] = []
             for position, result in zip(positions, results):
                 if isinstance(result, BaseException):

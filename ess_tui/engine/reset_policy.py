@@ -1,17 +1,26 @@
-"""Who may reset a latched ESS, and on what conditions. Shared by the CLI and the guided reset.
+"""Who may reset a latched ESS, and on what conditions — enforced by the controller itself.
 
-Config (``[reset]`` in ess.toml) may list the operators allowed to reset and require a second,
-different approver (two-person rule). A reset while the venue is not verified flat needs a written
-override reason. Every refusal is audited before it is raised.
+A :class:`ResetPolicy` may list the operators allowed to reset, require a second, different approver
+(two-person rule), and require the venue to be flat (or a written override reason). The controller
+turns the policy and one operator's request into a pure, synchronous :data:`ResetGuard`
+(:func:`make_guard`) and hands it to ``store.unlatch(guard=...)``: the store runs it *inside* the
+transaction that un-latches, on the state and flatten outcome it holds at that moment, audits a
+refusal as ``reset_refused`` and raises :class:`ResetRefused`. So no caller can skip the policy and no
+stale review can slip past it.
+
+This module imports nothing outside the engine: the config's ``[reset]`` table (a pydantic model) is
+converted with :meth:`ResetPolicy.from_mapping` by whoever builds the controller.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from ess_tui.config import ResetPolicy
-from ess_tui.engine.state import clean_text
-from ess_tui.engine.store import StateStore
+from ess_tui.engine.state import EmergencyState
+from ess_tui.engine.store import ResetGuard, StateStore
+from ess_tui.engine.text import clean_text
 
 
 class ResetRefused(Exception):
@@ -20,6 +29,115 @@ class ResetRefused(Exception):
 
 def _norm(name: str | None) -> str:
     return clean_text(name or "", limit=120).casefold()
+
+
+@dataclass(frozen=True)
+class ResetPolicy:
+    """The reset rules.
+
+    ``operators``: who may reset (and approve); empty means anyone. ``two_person``: a second,
+    different approver must confirm. ``require_flat``: the venue must be flat, or the operator gives
+    an override reason. ``allow_unverified``: with ``require_flat``, a venue that *cannot say*
+    whether it is flat (a seed-shaped exchange with only bulk calls, or no flatten result recorded
+    yet) is let through without an override; a venue *known* not flat never is.
+    """
+
+    operators: tuple[str, ...] = ()
+    two_person: bool = False
+    require_flat: bool = True
+    allow_unverified: bool = False
+
+    @classmethod
+    def seed_default(cls) -> ResetPolicy:
+        """The policy of a controller built without one (the seed's 3-argument constructor):
+        anyone may reset; a venue known not flat needs an override; a venue that cannot be
+        verified (the seed's exchange has no fetch methods) does not."""
+        return cls(allow_unverified=True)
+
+    @classmethod
+    def from_mapping(cls, value: Any) -> ResetPolicy:
+        """From a mapping or an object with the same attributes (the config's ``[reset]`` model).
+
+        ``None`` gives the strict default ``ResetPolicy()``; a ResetPolicy is returned as is.
+        """
+        if value is None:
+            return cls()
+        if isinstance(value, ResetPolicy):
+            return value
+        if isinstance(value, Mapping):
+            get = value.get
+        else:
+            def get(name: str, default: Any = None) -> Any:
+                return getattr(value, name, default)
+        operators = get("operators", ()) or ()
+        if isinstance(operators, str) or not isinstance(operators, Iterable):
+            raise ValueError(f"reset operators must be a list of names, got {operators!r:.60}")
+        return cls(
+            operators=tuple(clean_text(o, limit=120) for o in operators if clean_text(o)),
+            two_person=bool(get("two_person", False)),
+            require_flat=bool(get("require_flat", True)),
+            allow_unverified=bool(get("allow_unverified", False)),
+        )
+
+
+def _flat_verdict(venue_flat: bool | None, last_flatten: dict[str, Any] | None,
+                  activation: int | None = None) -> bool | None:
+    """True flat, False known not flat, None cannot say. A live check (``venue_flat``) wins over
+    the newest flatten outcome recorded for the latched activation (an outcome that names another
+    activation says nothing about this one)."""
+    if venue_flat is not None:
+        return bool(venue_flat)
+    if not last_flatten:
+        return None
+    recorded = last_flatten.get("activation_count")
+    if activation is not None and isinstance(recorded, int) and recorded != activation:
+        return None
+    flat = last_flatten.get("flat")
+    if last_flatten.get("action") == "flatten_failed" and flat is not True:
+        return False
+    return flat if isinstance(flat, bool) else None
+
+
+def refusal(
+    policy: ResetPolicy, *, operator: str, approver: str | None, override: str | None,
+    venue_flat: bool | None, last_flatten: dict[str, Any] | None, activation: int | None = None,
+) -> str | None:
+    """Why this reset breaks ``policy``, or None when it is allowed. Pure; names arrive cleaned."""
+    if not operator:
+        return "no operator name given"
+    allowed = {_norm(n) for n in policy.operators}
+    if allowed and _norm(operator) not in allowed:
+        return f"{operator} is not on the list of operators allowed to reset"
+    if policy.two_person:
+        if not approver:
+            return "two-person rule: a second approver is required (--approver NAME)"
+        if _norm(approver) == _norm(operator):
+            return "two-person rule: the approver must be a different person"
+        if allowed and _norm(approver) not in allowed:
+            return f"{approver} is not on the list of operators allowed to approve"
+    if policy.require_flat and not override:
+        flat = _flat_verdict(venue_flat, last_flatten, activation)
+        if flat is False:
+            return ("the venue is not verified flat (it is known to be open); give an override "
+                    "reason to reset anyway (--override REASON)")
+        if flat is None and not policy.allow_unverified:
+            return ("the venue is not verified flat; give an override reason to reset anyway "
+                    "(--override REASON)")
+    return None
+
+
+def make_guard(
+    policy: ResetPolicy, *, operator: str, approver: str | None = None,
+    override: str | None = None, venue_flat: bool | None = None,
+) -> ResetGuard:
+    """The store-side check for one reset request (see ``StateStore.unlatch``)."""
+
+    def guard(state: EmergencyState, last_flatten: dict[str, Any] | None) -> str | None:
+        return refusal(policy, operator=operator, approver=approver, override=override,
+                       venue_flat=venue_flat, last_flatten=last_flatten,
+                       activation=state.activation_count)
+
+    return guard
 
 
 async def last_flatten_outcome(store: StateStore) -> dict[str, Any] | None:
@@ -33,7 +151,7 @@ async def last_flatten_outcome(store: StateStore) -> dict[str, Any] | None:
 
 
 async def check_reset_allowed(
-    policy: ResetPolicy,
+    policy: Any,
     store: StateStore,
     *,
     operator: str,
@@ -42,40 +160,46 @@ async def check_reset_allowed(
     via: str,
     venue_flat: bool | None = None,
 ) -> dict[str, Any]:
-    """Raise :class:`ResetRefused` (audited) unless this reset is allowed; return audit details.
+    """A caller's early look (before asking "type RESET"): raise :class:`ResetRefused` (audited)
+    unless this reset would be allowed now; return details for the audit row.
 
-    ``venue_flat`` is the live check where the caller has one (the control room); otherwise the
-    newest flatten outcome in the audit trail decides.
+    Advisory only: the controller's :meth:`reset` runs the same policy again inside the
+    un-latching transaction, which is what decides.
     """
-    details: dict[str, Any] = {"via": via}
-
-    async def refuse(why: str) -> None:
-        await store.audit("reset_refused", actor=operator or "?", reason=why, details=details)
-        raise ResetRefused(why)
-
-    if not clean_text(operator or ""):
-        await refuse("no operator name given")
-    allowed = {_norm(n) for n in policy.operators}
-    if allowed and _norm(operator) not in allowed:
-        await refuse(f"{clean_text(operator, limit=120)} is not on the list of operators allowed to reset")
-    if policy.two_person:
-        if not approver or not clean_text(approver):
-            await refuse("two-person rule: a second approver is required (--approver NAME)")
-        if _norm(approver) == _norm(operator):
-            await refuse("two-person rule: the approver must be a different person")
-        if allowed and _norm(approver) not in allowed:
-            await refuse(f"{clean_text(approver or '', limit=120)} is not on the list of operators allowed to approve")
-        details["approver"] = clean_text(approver or "", limit=120)
-
+    rules = ResetPolicy.from_mapping(policy)
+    who = clean_text(operator or "", limit=120)
+    boss = clean_text(approver, limit=120) if approver else None
+    why_override = clean_text(override) if override else None
+    outcome = await last_flatten_outcome(store) if venue_flat is None else None
+    reason = refusal(rules, operator=who, approver=boss, override=why_override,
+                     venue_flat=venue_flat, last_flatten=outcome)
+    details: dict[str, Any] = reset_details(via=via, approver=boss, override=why_override,
+                                            venue_flat=venue_flat)
     if venue_flat is None:
-        outcome = await last_flatten_outcome(store)
-        venue_flat = bool(outcome and outcome.get("flat") is True)
-        if outcome is None:
-            details["flat_check"] = "no flatten result recorded since the activation"
-        else:
-            details["flat_check"] = f"last flatten: {outcome.get('action')}, flat={outcome.get('flat')}"
-    if not venue_flat:
-        if not override or not clean_text(override):
-            await refuse("the venue is not verified flat; give an override reason to reset anyway (--override REASON)")
-        details["override"] = clean_text(override)
+        details["flat_check"] = (
+            "no flatten result recorded since the activation" if outcome is None
+            else f"last flatten: {outcome.get('action')}, flat={outcome.get('flat')}"
+        )
+    if reason is not None:
+        await store.audit("reset_refused", actor=who or "?", reason=reason, details=details)
+        raise ResetRefused(reason)
     return details
+
+
+def reset_details(*, via: str, approver: str | None, override: str | None,
+                  venue_flat: bool | None) -> dict[str, Any]:
+    """What a reset's audit row records about how it was allowed."""
+    details: dict[str, Any] = {"via": via}
+    if approver:
+        details["approver"] = approver
+    if override:
+        details["override"] = override
+    if venue_flat is not None:
+        details["venue_flat"] = bool(venue_flat)
+    return details
+
+
+__all__ = [
+    "ResetPolicy", "ResetRefused", "check_reset_allowed", "last_flatten_outcome", "make_guard",
+    "refusal", "reset_details",
+]

@@ -17,25 +17,28 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from ess_tui.engine import audit_chain
 from ess_tui.engine.aio import call
-from ess_tui.engine.state import EmergencyState, ESSStatus, clean_text, os_user, utcnow
+from ess_tui.engine.audit_chain import MODE_HMAC, MODE_SHA256, ChainRow
+from ess_tui.engine.policy_keys import EMERGENCY_KEY, policy_json
+from ess_tui.engine.reset_policy import ResetRefused
+from ess_tui.engine.state import EmergencyState, ESSStatus
 from ess_tui.engine.store import (
     AuditRecord,
     AuditVerification,
     LatchResult,
     LeaseInfo,
     NotLatchedError,
+    ResetGuard,
     StaleResetError,
-    entry_actor,
-    entry_at,
-    stale_reset_reason,
     StateStore,
     StoreError,
     StoreUnavailable,
+    entry_actor,
+    entry_at,
+    stale_reset_reason,
 )
-from ess_tui.engine import audit_chain
-from ess_tui.engine.audit_chain import MODE_HMAC, MODE_SHA256, ChainRow
-from ess_tui.store.schema import EMERGENCY_KEY
+from ess_tui.engine.text import clean_text, os_user, utcnow
 
 
 class MemoryPolicyStore:
@@ -120,6 +123,15 @@ class SeedPolicyStoreAdapter:
         return AuditRecord(row.seq, datetime.fromisoformat(row.at), row.action, row.actor,
                            row.reason, dict(row.details), row.prev_hash, row.hash)
 
+    def _last_flatten(self) -> dict[str, Any] | None:
+        """The newest flatten outcome since the newest activation (the guard's second argument)."""
+        for row in reversed(self._rows):
+            if row.action in ("flattened", "flatten_failed"):
+                return {"action": row.action, **row.details}
+            if row.action == "activate":
+                return None
+        return None
+
     # --- StateStore --------------------------------------------------------------------------
 
     async def load_state(self) -> EmergencyState:
@@ -132,8 +144,9 @@ class SeedPolicyStoreAdapter:
         self, reason: str, *, at: datetime | None = None, actor: str = "ess",
         details: dict[str, Any] | None = None,
     ) -> LatchResult:
+        # Text arrives cleaned: the controller makes operator text safe where it enters.
         when = entry_at(at)
-        why = clean_text(reason) or "(no reason given)"
+        why = reason or "(no reason given)"
         who = entry_actor(actor)
         extra = dict(details) if isinstance(details, Mapping) else {}
         async with self._lock:
@@ -161,10 +174,11 @@ class SeedPolicyStoreAdapter:
     async def unlatch(
         self, reset_by: str, *, at: datetime | None = None, note: str | None = None,
         details: dict[str, Any] | None = None, expected_activation: int | None = None,
+        guard: ResetGuard | None = None,
     ) -> EmergencyState:
         when = entry_at(at)
         who = entry_actor(reset_by)
-        why = clean_text(note) if note else None
+        why = note or None
         extra = dict(details) if isinstance(details, Mapping) else {}
         async with self._lock:
             state = await self._read()
@@ -179,6 +193,15 @@ class SeedPolicyStoreAdapter:
                 self._append(at=when, action="reset_refused", actor=who, reason=why_stale,
                              details={**extra, "note": why})
                 raise StaleResetError(why_stale)
+            if guard is not None:
+                # The reset policy, on what the store holds now, under the same lock as the
+                # write below: nothing can latch anew or record a flatten in between.
+                refused = guard(state, self._last_flatten())
+                if refused is not None:
+                    self._append(at=when, action="reset_refused", actor=who, reason=refused,
+                                 details={**extra, "note": why,
+                                          "activation_count": state.activation_count})
+                    raise ResetRefused(refused)
             new = EmergencyState(
                 status=ESSStatus.INACTIVE, reason=None, timestamp=when,
                 activation_count=state.activation_count, last_reset_by=who, last_reset_at=when,
@@ -226,9 +249,7 @@ class SeedPolicyStoreAdapter:
     async def set_policy(
         self, key: str, value: dict[str, Any], *, audit: bool = False, actor: str | None = None
     ) -> None:
-        from ess_tui.store.sqlite import _policy_json
-
-        _policy_json(key, value)  # same rules as the SQLite store: never the emergency_stop key
+        policy_json(key, value)  # the rule both stores apply: never the emergency_stop key
         try:
             await call(self.policy_store, "set", key, dict(value))
         except Exception as exc:  # noqa: BLE001
