@@ -182,8 +182,8 @@ def _confirm_reset() -> None:
 
 async def _reset(settings: Settings, args: argparse.Namespace) -> int:
     from ess_tui.engine.controller import EmergencyStopController
-    from ess_tui.engine.store import NotLatchedError
-    from ess_tui.engine.reset_policy import ResetRefused, check_reset_allowed
+    from ess_tui.engine.store import NotLatchedError, StaleResetError
+    from ess_tui.engine.reset_policy import ResetPolicy, ResetRefused, check_reset_allowed
     from ess_tui.store.sqlite import SQLiteStore
 
     store = SQLiteStore(settings.db_path, create=False)
@@ -207,11 +207,18 @@ async def _reset(settings: Settings, args: argparse.Namespace) -> int:
                 await store.audit("reset_abandoned", actor=args.by, reason="RESET not typed",
                                   details={"via": "cli"})
                 raise
-        controller = EmergencyStopController(store=store, acting=False)
+        controller = EmergencyStopController(
+            store=store, acting=False, reset_policy=ResetPolicy.from_mapping(settings.reset)
+        )
         try:
-            await controller.reset(args.by, args.note, details=details)
+            # The controller enforces the policy again, inside the un-latching transaction.
+            await controller.reset(args.by, args.note, details=details, approver=args.approver,
+                                   override=args.override, via="cli",
+                                   expected_activation=state.activation_count)
         except NotLatchedError:
             raise CliError("the ESS is not latched: nothing to reset", EXIT_REFUSED) from None
+        except (ResetRefused, StaleResetError) as exc:
+            raise CliError(f"reset refused: {exc}", EXIT_REFUSED) from None
     finally:
         await store.close()
     print(f"ARMED — reset by {args.by}")

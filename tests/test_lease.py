@@ -38,7 +38,18 @@ class Runner:
             cwd=db.parent, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self._err,
         )
-        self.holder = f"{socket.gethostname()}:{self.proc.pid}"
+        # host:pid:random — unique even across PID namespaces (issue 10, hole 6).
+        self.prefix = f"{socket.gethostname()}:{self.proc.pid}:"
+        self.db = db
+
+    @property
+    def holder(self) -> str:
+        """This runner's holder id once it has held the lease (read from the lease table)."""
+        if getattr(self, "_holder", None) is None:
+            found = lease_holder(self.db)
+            if found and found.startswith(self.prefix):
+                self._holder = found
+        return getattr(self, "_holder", None) or f"{self.prefix}<not yet seen>"
 
     def log(self) -> str:
         return self.err_path.read_text(errors="replace")

@@ -61,6 +61,8 @@ async def test_manual_stop_is_durable_when_it_returns(settings):
         assert state.active and active == 1 and reason == "operator saw a runaway algo"
         latch_row = next(r for r in await rt.store.read_audit() if r.action == "activate")
         assert latch_row.actor == "alice"  # the operator, not the engine, is on the record
+        # The controller enforces the reset policy now: the venue must be verified flat first.
+        assert (await rt.controller.wait_flattened(timeout=5)).flat
         await rt.reset("alice", note="algo disabled")
         await asyncio.sleep(0.3)  # several cycles: the manual trigger must not re-latch
         assert not rt.controller.is_active

@@ -290,8 +290,8 @@ class EmergencyStopController(ResetMixin, SyncMixin):
         self.last_report = report
         if report.fenced:
             # Another runner acts now (or the activation was reset): it flattens and reports.
-            # This one sends nothing more, writes no flatten row and no seed event.
-            self._flatten_done_for = activation
+            # This one sends nothing more, writes no flatten row and no seed event. Not marked
+            # done: should this process hold the lease again, the next refresh resumes.
             why = f"flatten of activation #{activation} stopped: {report.last_error}"
             log.critical("fenced out: %s", why)
             self.bus.publish(WarningEvent("lease", f"fenced out: {why}"))

@@ -10,18 +10,27 @@ Evaluators that can signal a change (a manual trigger, a feed seeing garbage) wa
 through ``bind_wake``; otherwise it runs every ``check_interval_sec`` (down to 0.1 s).
 
 With a lease (``lease_ttl_sec``), only the holder of the store's runner lease acts on the venue;
-others keep evaluating and wait, taking over when the holder's lease expires.
+others keep evaluating and wait, taking over when the holder's lease expires. The holder's id is
+unique per process even across PID namespaces (host, pid and a random part), renewal runs on the
+monotonic clock, and every book-changing venue call is fenced: immediately before it the runner asks
+the store (``check_fence``) whether it still holds the lease at its epoch and the activation is
+still latched; if not, nothing is sent.
+
+While latched, each cycle also asks the controller to keep the book flat (``keep_flat_check``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import numbers
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ess_tui.engine.bus import EventBus
@@ -29,7 +38,9 @@ from ess_tui.engine.controller import EmergencyStopController
 from ess_tui.engine.evaluators.base import add_unbound_wake, evaluate_any
 from ess_tui.engine.evaluators.manual import ManualTriggerEmergencyEvaluator
 from ess_tui.engine.flatten import describe_error
-from ess_tui.engine.state import Evaluation, EvaluationsEvent, WarningEvent, utcnow
+from ess_tui.engine.lease import LeaseMixin
+from ess_tui.engine.state import Evaluation, EvaluationsEvent, WarningEvent
+from ess_tui.engine.text import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +48,27 @@ MIN_INTERVAL_SEC = 0.1
 
 
 def default_holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """A runner id unique per process: two runners in separate PID namespaces (containers) on one
+    host may share a hostname and a pid, never the random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def evaluation_fault(evaluation: Evaluation) -> str | None:
+    """Why an answered evaluation is still a fault (never "all clear"), or None.
+
+    An error it carries; ``triggered`` that is not a bool; a proximity that is not a finite number
+    (None means unknown, and is fine)."""
+    if evaluation.error is not None:
+        return str(evaluation.error) or "the evaluation carries an error"
+    if not isinstance(evaluation.triggered, bool):
+        return f"triggered={evaluation.triggered!r:.40} is not a bool"
+    proximity = evaluation.proximity
+    if proximity is not None and (
+        isinstance(proximity, bool) or not isinstance(proximity, numbers.Real)
+        or not math.isfinite(float(proximity))
+    ):
+        return f"proximity {proximity!r:.40} is not a finite number"
+    return None
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -53,7 +84,7 @@ def evaluator_name(evaluator: Any) -> str:
         return type(evaluator).__name__
 
 
-class EmergencyStopSystem:
+class EmergencyStopSystem(LeaseMixin):
     """The seed's runner: ``start()`` → task, ``run_forever()``, ``stop()``, ``_running``."""
 
     def __init__(
@@ -99,7 +130,12 @@ class EmergencyStopSystem:
         self.evaluations_total = 0
         self.lease_holder: str | None = None
         self._lease_renewed_at = 0.0
+        #: The lease epoch this runner holds (the fencing token), when it holds the lease.
+        self.lease_epoch: int | None = None
+        self.monotonic: Callable[[], float] = time.monotonic
         controller.on_reset(self._on_reset)
+        if lease_ttl_sec is not None:
+            controller.fence_hook = self.fence
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -192,15 +228,6 @@ class EmergencyStopSystem:
         log.critical("ESS loop fault in %s: %s", what, why)
         self.bus.publish(WarningEvent("runner", f"fault in {what}: {why}"))
 
-    async def _keep_lease(self) -> None:
-        assert self.lease_ttl_sec is not None
-        while True:
-            await asyncio.sleep(self.lease_ttl_sec / 3)
-            try:
-                await self._take_lease()
-            except Exception as exc:  # noqa: BLE001
-                self._loop_fault("renewing the lease", describe_error(exc))
-
     def _bind_wakes(self) -> None:
         for evaluator in list(self.evaluators):
             bind = getattr(evaluator, "bind_wake", None)
@@ -224,7 +251,9 @@ class EmergencyStopSystem:
 
         await self.controller.refresh()
         if self.controller.known_latched:
-            return evaluations  # keep evaluating for display; never re-activate
+            # Keep evaluating for display; never re-activate. Keep the book flat.
+            await self._guarded(self.controller.keep_flat_check(), "keeping the book flat")
+            return evaluations
         if self.controller.resets_seen != resets_before:
             # A reset landed while this cycle was evaluating: its readings (a manual trigger
             # cleared by the reset, say) predate it. Judge only readings taken after the reset.
@@ -280,13 +309,21 @@ class EmergencyStopSystem:
             error = describe_error(task.exception())  # type: ignore[arg-type]
         else:
             error = None
+        evaluation: Evaluation | None = None
         if error is None:
             evaluation = task.result()
-            self._faults.pop(index, None)
-        else:
+            error = evaluation_fault(evaluation)
+            if error is None:
+                self._faults.pop(index, None)
+            elif evaluation.error is None or evaluation.triggered is not False:
+                evaluation = Evaluation(name=evaluation.name, triggered=False,
+                                        checked_at=evaluation.checked_at, error=error,
+                                        reading=str(evaluation.reading or ""))
+        if error is not None:
             name = evaluator_name(evaluator)
-            evaluation = Evaluation(name=name, triggered=False, checked_at=self.clock(),
-                                    error=error)
+            if evaluation is None:
+                evaluation = Evaluation(name=name, triggered=False, checked_at=self.clock(),
+                                        error=error)
             count = self._faults.get(index, 0) + 1
             self._faults[index] = count
             if count == 1:
@@ -302,42 +339,3 @@ class EmergencyStopSystem:
         for evaluator in list(self.evaluators):
             if isinstance(evaluator, ManualTriggerEmergencyEvaluator):
                 evaluator.reset()
-
-    # --- lease ---------------------------------------------------------------------------------
-
-    async def _take_lease(self) -> None:
-        if self.lease_ttl_sec is None:
-            self.controller.acting = True
-            return
-        now = time.monotonic()
-        if self.lease_holder == self.holder and now - self._lease_renewed_at < self.lease_ttl_sec / 3:
-            return
-        try:
-            lease = await self.controller.store.acquire_lease(
-                self.holder, ttl_sec=self.lease_ttl_sec, at=self.clock()
-            )
-        except Exception as exc:  # noqa: BLE001
-            held_until = self._lease_renewed_at + self.lease_ttl_sec
-            if self.lease_holder == self.holder and now < held_until:
-                # Nobody can take it before it expires: we still act until then.
-                self.bus.publish(WarningEvent(
-                    "lease", f"cannot renew the runner lease ({describe_error(exc)}); "
-                    f"still held for {held_until - now:.1f}s"))
-                return
-            self.controller.acting = False
-            self.lease_holder = None
-            self.bus.publish(WarningEvent("lease", f"cannot read the runner lease: {describe_error(exc)}"))
-            return
-        previous = self.lease_holder
-        self.lease_holder = lease.holder
-        holds = lease.holder == self.holder
-        self.controller.acting = holds
-        if holds:
-            self._lease_renewed_at = now
-            if previous != self.holder:
-                log.warning("runner lease acquired by %s", self.holder)
-        elif previous != lease.holder:
-            remaining = (lease.expires_at - self.clock()) / timedelta(seconds=1)
-            log.warning("runner lease held by %s (expires in %.1fs); waiting as a standby",
-                        lease.holder, remaining)
-            self.bus.publish(WarningEvent("lease", f"standby: lease held by {lease.holder}"))

@@ -28,7 +28,7 @@ from ess_tui.engine.evaluators import (
     SystemHealthEmergencyEvaluator,
 )
 from ess_tui.engine.flatten import describe_error
-from ess_tui.engine.state import EmergencyState, FlattenReport, WarningEvent, clean_text, utcnow
+from ess_tui.engine.state import EmergencyState, FlattenReport, WarningEvent, utcnow
 from ess_tui.engine.system import EmergencyStopSystem
 from ess_tui.engine.venue import Order, Position
 from ess_tui.market.feed import FeedMonitor
@@ -104,8 +104,14 @@ class Runtime:
                 feed, settings.max_data_staleness, clock=clock, name="Data feed"
             ),
         ]
+        from ess_tui.engine.reset_policy import ResetPolicy
+
         self.controller = EmergencyStopController(
             store=store, exchange=venue, bus=bus, clock=clock, actor="ess",
+            reset_policy=ResetPolicy.from_mapping(settings.reset),
+            # The venue panel's poll below hands the controller each book it reads; the
+            # controller's own look is the fallback.
+            keep_flat_interval_sec=2.0 if paper is not None else 10.0,
         )
         self.system = EmergencyStopSystem(
             self.evaluators, self.controller, store, settings.check_interval,
@@ -232,23 +238,12 @@ class Runtime:
         while True:
             try:
                 book = await self.refresh_book()
-                await self._keep_flat(book)
+                if book.error is None:
+                    # While latched the controller flattens a book that drifted open again.
+                    await self.controller.keep_flat_check(book.positions, book.orders)
             except Exception as exc:  # noqa: BLE001 - the panel goes stale; the ESS goes on
                 log.warning("venue panel refresh failed: %s", describe_error(exc))
             await asyncio.sleep(interval)
-
-    async def _keep_flat(self, book: VenueSnapshot) -> None:
-        """While latched, a book that was flat and is not any more is flattened again."""
-        controller = self.controller
-        report = controller.last_report
-        if (
-            controller.known_latched and not controller.flattening and book.error is None
-            and not book.flat and report is not None and not report.fatal
-        ):
-            open_now = ", ".join(
-                [p.describe() for p in book.positions] + [o.describe() for o in book.orders]
-            )
-            await controller.flatten_again(f"open while latched: {open_now}")
 
     async def refresh_book(self) -> VenueSnapshot:
         """Read positions and open orders from the venue for the venue panel."""
@@ -279,22 +274,30 @@ class Runtime:
 
     async def manual_stop(self, reason: str, actor: str | None = None) -> EmergencyState:
         """Fire the ESS by hand. Returns once the latch is durable."""
-        who = clean_text(actor or self.actor, limit=120)
-        text = clean_text(reason) or "Manual emergency stop"
-        state = await self.controller.latch(text, source="manual", actor=who)
+        # The controller makes the operator's text safe where it enters the engine.
+        state = await self.controller.latch(reason or "Manual emergency stop", source="manual",
+                                            actor=actor or self.actor)
         # Shown on the manual gauge, and sticky until reset. Triggered after the latch so that
         # the runner cycle it wakes does not queue store reads ahead of the latch write.
-        self.manual.trigger(text)
+        self.manual.trigger(reason or "Manual emergency stop")  # the trigger cleans its own text
         return state
 
     async def reset(self, reset_by: str, note: str | None = None,
-                    details: dict[str, Any] | None = None) -> EmergencyState:
-        """Audited reset. ``details["reviewed_activation"]`` (the guided reset sets it) makes the
-        reset refuse if a different activation is latched by now."""
-        reviewed = (details or {}).get("reviewed_activation")
+                    details: dict[str, Any] | None = None, *, approver: str | None = None,
+                    override: str | None = None, venue_flat: bool | None = None,
+                    expected_activation: int | None = None) -> EmergencyState:
+        """Audited reset; the controller enforces the reset policy. ``details["reviewed_activation"]``
+        (the guided reset sets it) makes the reset refuse if a different activation is latched by
+        now; ``details["approver"]`` / ``["override"]`` are taken as the request's when not given."""
+        info = details or {}
+        reviewed = info.get("reviewed_activation")
+        if expected_activation is None and isinstance(reviewed, int):
+            expected_activation = reviewed
         return await self.controller.reset(
             reset_by, note, details=details,
-            expected_activation=reviewed if isinstance(reviewed, int) else None,
+            approver=approver if approver is not None else info.get("approver"),
+            override=override if override is not None else info.get("override"),
+            venue_flat=venue_flat, expected_activation=expected_activation,
         )
 
     async def audit(self, action: str, actor: str, reason: str | None = None,
