@@ -21,19 +21,9 @@ from ess_tui.engine.evaluators import (
     evaluate_any,
 )
 from ess_tui.engine.state import Band
+from conftest import FakeClock
 
 T0 = datetime(2025, 11, 30, 4, 3, 31, tzinfo=timezone.utc)
-
-
-class FakeClock:
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += timedelta(**kwargs)
 
 
 # --- fakes in the seed's shapes ---------------------------------------------------------------
@@ -122,7 +112,7 @@ async def test_seed_manual_testing_drawdown_example_runs_as_written():
 async def test_drawdown_reading_and_proximity_below_the_limits(repo_cls):
     repo = repo_cls()
     repo.daily_pnl_pct, repo.equity_dd_pct = -4.2, 3.1
-    clock = FakeClock()
+    clock = FakeClock(T0)
     evaluation = await DrawdownEmergencyEvaluator(repo, clock=clock).evaluate()
     assert not evaluation.triggered and evaluation.reason is None and evaluation.error is None
     assert evaluation.proximity == pytest.approx(0.42)
@@ -397,7 +387,7 @@ class AsyncFeedFake(FeedFake):
 
 @pytest.mark.parametrize("cls", [FeedFake, AsyncFeedFake])
 async def test_stale_feed_fires_with_its_age_and_limit(cls):
-    clock = FakeClock()
+    clock = FakeClock(T0)
     feed = cls(T0 - timedelta(minutes=2))
     evaluator = DataFeedEmergencyEvaluator(feed, 5, clock=clock)
     fresh = await evaluator.evaluate()
@@ -410,7 +400,7 @@ async def test_stale_feed_fires_with_its_age_and_limit(cls):
 
 
 async def test_naive_last_update_means_utc():
-    clock = FakeClock()
+    clock = FakeClock(T0)
     feed = FeedFake((T0 - timedelta(seconds=30)).replace(tzinfo=None))
     evaluation = await DataFeedEmergencyEvaluator(feed, clock=clock).evaluate()
     assert evaluation.proximity == pytest.approx(30 / 300)
@@ -419,7 +409,7 @@ async def test_naive_last_update_means_utc():
 
 async def test_corrupted_feed_fires_with_the_monitors_detail():
     feed = FeedFake(T0, corrupted=True, detail="BTC/USDT: crossed book: bid 101 > ask 100\x1b[31m")
-    evaluator = DataFeedEmergencyEvaluator(feed, clock=FakeClock())
+    evaluator = DataFeedEmergencyEvaluator(feed, clock=FakeClock(T0))
     triggered, reason = await evaluator.check()
     assert triggered
     assert reason.startswith("Data feed corrupted: BTC/USDT: crossed book: bid 101 > ask 100")
@@ -431,7 +421,7 @@ async def test_corrupted_feed_fires_with_the_monitors_detail():
 
 
 async def test_last_update_in_the_future_is_corrupted():
-    clock = FakeClock()
+    clock = FakeClock(T0)
     feed = FeedFake(T0 + timedelta(minutes=3))
     triggered, reason = await DataFeedEmergencyEvaluator(feed, clock=clock).check()
     assert triggered
@@ -441,7 +431,7 @@ async def test_last_update_in_the_future_is_corrupted():
 
 
 async def test_feed_that_never_updates_fires_one_period_after_watching_starts():
-    clock = FakeClock()
+    clock = FakeClock(T0)
     evaluator = DataFeedEmergencyEvaluator(FeedFake(None), 5, clock=clock)
     first = await evaluator.evaluate()
     assert not first.triggered and first.reading.startswith("no update yet")
@@ -457,7 +447,7 @@ async def test_feed_that_never_updates_fires_one_period_after_watching_starts():
      (T0, None, "expected True/False")],
 )
 async def test_feed_monitor_garbage_is_a_fault(last, corrupted, fragment):
-    evaluator = DataFeedEmergencyEvaluator(FeedFake(last, corrupted), clock=FakeClock())
+    evaluator = DataFeedEmergencyEvaluator(FeedFake(last, corrupted), clock=FakeClock(T0))
     evaluation = await evaluator.evaluate()
     assert evaluation.band is Band.ERROR and fragment in evaluation.error
     with pytest.raises(EvaluatorFault):
@@ -499,7 +489,7 @@ async def test_manual_trigger_is_sticky_until_reset():
 async def test_manual_trigger_from_another_thread_wakes_the_runner():
     loop = asyncio.get_running_loop()
     woke = asyncio.Event()
-    manual = ManualTriggerEmergencyEvaluator(clock=FakeClock())
+    manual = ManualTriggerEmergencyEvaluator(clock=FakeClock(T0))
     manual.bind_wake(lambda: loop.call_soon_threadsafe(woke.set))
     thread = threading.Thread(target=manual.trigger, args=("Security concern",))
     thread.start()
@@ -537,7 +527,7 @@ async def test_evaluate_any_wraps_a_seed_style_check():
             return self.answer
 
     evaluation = await evaluate_any(SeedStyle((True, "API key invalid or revoked")),
-                                    clock=FakeClock())
+                                    clock=FakeClock(T0))
     assert evaluation.triggered and evaluation.reason == "API key invalid or revoked"
     assert evaluation.proximity is None and evaluation.name == "API Key Emergency"
     assert evaluation.checked_at == T0

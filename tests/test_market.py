@@ -19,20 +19,10 @@ from ess_tui.engine.state import Band
 from ess_tui.market.feed import FeedMonitor, Tick, validate_tick
 from ess_tui.market.health import HealthMonitor, HealthThresholds
 from ess_tui.market.metrics import AccountMetrics, AccountMetricsError
+from conftest import FakeClock
 
 T0 = datetime(2025, 11, 30, 23, 50, tzinfo=timezone.utc)
 NAN = float("nan")
-
-
-class FakeClock:
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += timedelta(**kwargs)
 
 
 def tick(symbol="BTC/USDT", bid=100.0, ask=100.5, last=100.2, at=T0) -> Tick:
@@ -102,7 +92,7 @@ def test_a_tick_whose_attributes_explode_does_not_crash_validation():
 
 
 def test_feed_monitor_reports_the_last_good_tick_time():
-    clock = FakeClock()
+    clock = FakeClock(T0)
     monitor = FeedMonitor(clock=clock)
     assert monitor.get_last_update_time() is None and not monitor.is_corrupted()
     monitor.on_tick(tick(at=T0 - timedelta(seconds=3)))
@@ -114,7 +104,7 @@ def test_feed_monitor_reports_the_last_good_tick_time():
 
 def test_garbage_input_latches_corruption_and_wakes_once():
     woken: list[int] = []
-    monitor = FeedMonitor(clock=FakeClock(), on_corruption=lambda: woken.append(1))
+    monitor = FeedMonitor(clock=FakeClock(T0), on_corruption=lambda: woken.append(1))
     for garbage in ({"symbol": "BTC/USDT", "bid": "abc", "ask": None}, None, 42):
         assert monitor.on_tick(garbage) is not None  # never raises
     assert monitor.is_corrupted()
@@ -124,7 +114,7 @@ def test_garbage_input_latches_corruption_and_wakes_once():
 
 
 def test_corruption_recovers_after_consecutive_good_ticks_of_that_symbol():
-    clock = FakeClock()
+    clock = FakeClock(T0)
     monitor = FeedMonitor(clock=clock, good_ticks_to_recover=3)
     monitor.on_tick(tick(bid=101.0, ask=100.0))
     assert monitor.corruption_reason() == "BTC/USDT: crossed book: bid 101 > ask 100"
@@ -141,7 +131,7 @@ def test_corruption_recovers_after_consecutive_good_ticks_of_that_symbol():
 
 
 def test_with_recovery_disabled_only_clear_clears():
-    monitor = FeedMonitor(clock=FakeClock(), good_ticks_to_recover=0)
+    monitor = FeedMonitor(clock=FakeClock(T0), good_ticks_to_recover=0)
     monitor.on_tick(tick(ask=-1.0))
     for _ in range(10):
         monitor.on_tick(tick())
@@ -153,7 +143,7 @@ def test_with_recovery_disabled_only_clear_clears():
 
 
 def test_a_real_move_flags_once_then_the_new_level_is_the_reference():
-    clock = FakeClock()
+    clock = FakeClock(T0)
     monitor = FeedMonitor(clock=clock, max_jump_pct=20, good_ticks_to_recover=2)
     monitor.on_tick(tick(bid=100, ask=100.5, last=100.2))
     assert "price jumped" in monitor.on_tick(tick(bid=60, ask=60.2, last=60.1))
@@ -163,7 +153,7 @@ def test_a_real_move_flags_once_then_the_new_level_is_the_reference():
 
 
 def test_expected_symbols_make_the_stalest_one_count():
-    monitor = FeedMonitor(symbols=["BTC/USDT", "ETH/USDT"], clock=FakeClock())
+    monitor = FeedMonitor(symbols=["BTC/USDT", "ETH/USDT"], clock=FakeClock(T0))
     monitor.on_tick(tick(at=T0))
     assert monitor.get_last_update_time() is None  # ETH has never updated
     monitor.on_tick(tick(symbol="ETH/USDT", at=T0 - timedelta(minutes=4)))
@@ -173,7 +163,7 @@ def test_expected_symbols_make_the_stalest_one_count():
 
 
 async def test_feed_monitor_drives_the_data_feed_evaluator_and_wakes_the_runner():
-    clock = FakeClock()
+    clock = FakeClock(T0)
     monitor = FeedMonitor(clock=clock)
     evaluator = DataFeedEmergencyEvaluator(monitor, 5, clock=clock)
     loop = asyncio.get_running_loop()
@@ -237,11 +227,11 @@ class Executions:
 
 def make_metrics(kv=None, equity=None, clock=None, executions=None, **kwargs):
     return AccountMetrics(equity or Equity(), executions or Executions(), kv or MemoryKV(),
-                          clock=clock or FakeClock(), **kwargs)
+                          clock=clock or FakeClock(T0), **kwargs)
 
 
 async def test_pnl_and_drawdown_from_equity_with_the_peak_ratcheting():
-    kv, equity, clock = MemoryKV(), Equity(10_000.0), FakeClock()
+    kv, equity, clock = MemoryKV(), Equity(10_000.0), FakeClock(T0)
     metrics = make_metrics(kv, equity, clock)
     await metrics.refresh()
     assert metrics.get_daily_pnl_percent() == 0.0 and metrics.get_equity_drawdown_percent() == 0.0
@@ -257,7 +247,7 @@ async def test_pnl_and_drawdown_from_equity_with_the_peak_ratcheting():
 
 
 async def test_peak_and_day_start_survive_a_restart():
-    kv, clock = MemoryKV(), FakeClock()
+    kv, clock = MemoryKV(), FakeClock(T0)
     await make_metrics(kv, Equity(12_000.0), clock).refresh()
     restarted = make_metrics(kv, Equity(9_000.0), clock)
     await restarted.refresh()
@@ -266,7 +256,7 @@ async def test_peak_and_day_start_survive_a_restart():
 
 
 async def test_the_utc_day_boundary_resets_the_day_start_but_not_the_peak():
-    kv, equity, clock = MemoryKV(), Equity(10_000.0), FakeClock()  # 23:50 UTC
+    kv, equity, clock = MemoryKV(), Equity(10_000.0), FakeClock(T0)  # 23:50 UTC
     metrics = make_metrics(kv, equity, clock)
     await metrics.refresh()
     equity.value = 9_000.0
@@ -295,7 +285,7 @@ async def test_unusable_equity_is_a_clear_error_and_getters_refuse(bad):
 
 
 async def test_getters_refuse_before_a_refresh_and_when_the_reading_is_old():
-    clock = FakeClock()
+    clock = FakeClock(T0)
     metrics = make_metrics(clock=clock, max_reading_age_sec=60)
     with pytest.raises(AccountMetricsError, match="no equity reading yet"):
         metrics.get_equity_drawdown_percent()
@@ -329,7 +319,7 @@ async def test_a_failed_save_is_reported_and_retried():
 
 
 async def test_recent_sl_hits_and_order_failures_use_the_clock_window():
-    clock, executions = FakeClock(), Executions()
+    clock, executions = FakeClock(T0), Executions()
     executions.sl = [T0 - timedelta(minutes=m) for m in (1, 5, 14, 16, 30)]
     executions.failures = [T0 - timedelta(minutes=2)]
     metrics = make_metrics(clock=clock, executions=executions)
@@ -341,7 +331,7 @@ async def test_recent_sl_hits_and_order_failures_use_the_clock_window():
 
 
 async def test_account_metrics_drive_the_drawdown_evaluator():
-    kv, equity, clock = MemoryKV(), Equity(10_000.0), FakeClock()
+    kv, equity, clock = MemoryKV(), Equity(10_000.0), FakeClock(T0)
     evaluator = DrawdownEmergencyEvaluator(make_metrics(kv, equity, clock), clock=clock)
     assert (await evaluator.evaluate()).proximity == 0.0  # the evaluator refreshes the equity
     equity.value = 8_800.0
@@ -357,7 +347,7 @@ async def test_account_metrics_drive_the_drawdown_evaluator():
 
 
 async def test_venue_silence_grades_healthy_degraded_critical():
-    clock = FakeClock()
+    clock = FakeClock(T0)
     last_ok: list[datetime | None] = [T0 - timedelta(seconds=30)]
     monitor = HealthMonitor(last_venue_ok=lambda: last_ok[0], clock=clock)
     assert monitor.get_status() == "HEALTHY"
@@ -374,7 +364,7 @@ async def test_venue_silence_grades_healthy_degraded_critical():
 
 def test_store_write_latency_grades_and_a_missing_sample_is_ignored():
     latency: list[object] = [None]
-    monitor = HealthMonitor(store_write_ms=lambda: latency[0], clock=FakeClock())
+    monitor = HealthMonitor(store_write_ms=lambda: latency[0], clock=FakeClock(T0))
     assert monitor.get_status() == "HEALTHY" and monitor.detail() == "nothing measured yet"
     for value, status in ((12.0, "HEALTHY"), (600.0, "DEGRADED"), (5000.0, "CRITICAL")):
         latency[0] = value
@@ -388,13 +378,13 @@ def test_a_probe_that_raises_makes_the_monitor_critical():
     def broken():
         raise RuntimeError("db handle closed")
 
-    monitor = HealthMonitor(last_venue_ok=broken, clock=FakeClock())
+    monitor = HealthMonitor(last_venue_ok=broken, clock=FakeClock(T0))
     assert monitor.get_status() == "CRITICAL"
     assert "venue probe failed: RuntimeError: db handle closed" in monitor.detail()
 
 
 def test_force_and_clear_force_for_drills():
-    monitor = HealthMonitor(clock=FakeClock())
+    monitor = HealthMonitor(clock=FakeClock(T0))
     monitor.force("critical")
     assert monitor.get_status() == "CRITICAL" and monitor.detail() == "forced CRITICAL (drill)"
     monitor.clear_force()
@@ -407,7 +397,7 @@ def test_force_and_clear_force_for_drills():
 
 async def test_a_frozen_event_loop_reads_as_lag():
     thresholds = HealthThresholds(loop_lag_degraded_ms=60, loop_lag_critical_ms=5000)
-    monitor = HealthMonitor(thresholds=thresholds, lag_interval_sec=0.01, clock=FakeClock())
+    monitor = HealthMonitor(thresholds=thresholds, lag_interval_sec=0.01, clock=FakeClock(T0))
     monitor.start()
     await asyncio.sleep(0.03)
     assert monitor.get_status() == "HEALTHY"
@@ -421,7 +411,7 @@ async def test_a_frozen_event_loop_reads_as_lag():
 
 async def test_overdue_lag_probe_with_a_fake_monotonic_clock():
     mono = [100.0]
-    monitor = HealthMonitor(lag_interval_sec=0.5, clock=FakeClock(), monotonic=lambda: mono[0])
+    monitor = HealthMonitor(lag_interval_sec=0.5, clock=FakeClock(T0), monotonic=lambda: mono[0])
     monitor.start()
     mono[0] += 3.0  # the probe should have run 2.5 s ago
     assert monitor.loop_lag_ms() == pytest.approx(2500.0)
@@ -430,7 +420,7 @@ async def test_overdue_lag_probe_with_a_fake_monotonic_clock():
 
 
 async def test_health_monitor_drives_the_health_evaluator():
-    clock = FakeClock()
+    clock = FakeClock(T0)
     last_ok = [T0 - timedelta(seconds=240)]
     monitor = HealthMonitor(last_venue_ok=lambda: last_ok[0], clock=clock)
     evaluator = SystemHealthEmergencyEvaluator(monitor, clock=clock)

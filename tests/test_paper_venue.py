@@ -22,21 +22,9 @@ from ess_tui.engine.venue import (
 )
 from ess_tui.market.ticks import Tick
 from ess_tui.venues.paper.exchange import FaultConfig, PaperExchange
+from conftest import FakeClock
 
 T0 = datetime(2025, 11, 30, 4, 0, tzinfo=timezone.utc)
-
-
-class FakeClock:
-    """Wall clock the test moves by hand."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += timedelta(**kwargs)
 
 
 class FakeTimer:
@@ -239,7 +227,7 @@ class TestAccount:
         assert ex.order_failures(T0 - timedelta(days=3650)) == 1
 
     async def test_stop_loss_hit_is_recorded_with_the_clock(self) -> None:
-        clock = FakeClock()
+        clock = FakeClock(T0)
         ex = venue(clock=clock)
         ex.seed_position("BTC/USDT", "long", 1.0, 97_000.0)
         ex.seed_order("BTC/USDT", "sell", 1.0, "stop", 95_000.0, reduce_only=True)
@@ -446,7 +434,7 @@ class TestFeedAndDrills:
         assert abs(ex.equity - start) > 10
 
     def test_crash_drill_moves_prices_against_the_book(self) -> None:
-        clock = FakeClock()
+        clock = FakeClock(T0)
         ex = PaperExchange.demo(clock=clock)
         start = ex.equity
         fills = ex.drill_crash(10)
@@ -458,7 +446,7 @@ class TestFeedAndDrills:
             ex.drill_crash(150)
 
     def test_stop_hit_drill(self) -> None:
-        clock = FakeClock()
+        clock = FakeClock(T0)
         ex = PaperExchange.demo(clock=clock)
         ex.drill_stop_hits(11)
         clock.advance(minutes=20)
@@ -468,7 +456,7 @@ class TestFeedAndDrills:
         assert len(ex.snapshot().positions) == 4
 
     def test_stalled_feed_keeps_old_timestamps(self) -> None:
-        clock = FakeClock()
+        clock = FakeClock(T0)
         ex = PaperExchange.demo(clock=clock)
         received: list[Tick] = []
         ex.subscribe_ticks(received.append)
@@ -483,7 +471,7 @@ class TestFeedAndDrills:
         assert len(received) == 4 and ex.feed_state == "live"
 
     def test_garbage_ticks(self) -> None:
-        clock = FakeClock()
+        clock = FakeClock(T0)
         ex = PaperExchange.demo(clock=clock)
         received: list[Tick] = []
         ex.subscribe_ticks(received.append)

@@ -23,6 +23,7 @@ import logging
 import math
 import numbers
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -149,6 +150,8 @@ def _validate(
 @dataclass
 class _SymbolState:
     last_good: datetime | None = None
+    last_good_mono: float | None = None  # when it arrived, on the monotonic clock
+    last_good_lag: float = 0.0  # how old it already was when it arrived (wall, at one instant)
     reference: Any = None  # last tick that was structurally sound (jump / ordering reference)
     corrupt_reason: str | None = None
     corrupt_at: datetime | None = None
@@ -175,6 +178,7 @@ class FeedMonitor:
         good_ticks_to_recover: int = 3,
         clock: Callable[[], datetime] | None = None,
         on_corruption: Callable[[], None] | None = None,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         if max_jump_pct is not None and not (
             isinstance(max_jump_pct, (int, float)) and max_jump_pct > 0
@@ -189,6 +193,13 @@ class FeedMonitor:
         self.max_skew_sec = max_skew_sec
         self.good_ticks_to_recover = good_ticks_to_recover
         self._clock = clock or utcnow
+        # Ages ("since start", "since the last good tick") run on the monotonic clock, so a
+        # wall-clock step changes neither. A clock object with a ``monotonic()`` (a test's fake)
+        # lends it.
+        self._mono: Callable[[], float] = (
+            monotonic or getattr(clock, "monotonic", None) or time.monotonic
+        )
+        self._started_mono = self._mono()
         self._wake = on_corruption
         self._lock = threading.Lock()
         self._symbols: dict[str, _SymbolState] = {}
@@ -228,6 +239,8 @@ class FeedMonitor:
             if problem is None:
                 state.reference = tick
                 state.last_good = as_utc(tick.timestamp)
+                state.last_good_mono = self._safe_mono()
+                state.last_good_lag = max(0.0, (now - state.last_good).total_seconds())
                 self._count_good(state)
                 if key is not None:
                     self._count_good(self._feed)
@@ -253,6 +266,36 @@ class FeedMonitor:
             except Exception:
                 log.exception("feed monitor wake callback failed")
         return problem
+
+    def _safe_mono(self) -> float:
+        try:
+            return float(self._mono())
+        except Exception:  # noqa: BLE001
+            return time.monotonic()
+
+    def seconds_watching(self) -> float:
+        """Seconds since this monitor started, on the monotonic clock (never negative)."""
+        return max(0.0, self._safe_mono() - self._started_mono)
+
+    def last_update_age_sec(self) -> float | None:
+        """Age in seconds of the last good tick (the stalest expected symbol's, see the class
+        docstring); None while one has never arrived.
+
+        The age is how old the tick already was when it arrived (its timestamp against the wall
+        clock *at that instant*) plus the time since, on the monotonic clock: a wall-clock step
+        after it arrived changes nothing, unlike comparing ``get_last_update_time()`` with now.
+        """
+        now = self._safe_mono()
+        with self._lock:
+            states = (
+                [self._symbols.get(s, _SymbolState()) for s in self._expected] if self._expected
+                else [s for s in self._symbols.values() if s.last_good_mono is not None]
+            )
+            if not states or any(s.last_good_mono is None for s in states):
+                return None
+            ages = [max(0.0, now - float(s.last_good_mono)) + s.last_good_lag  # type: ignore[arg-type]
+                    for s in states]
+        return max(ages) if self._expected else min(ages)
 
     def _count_good(self, state: _SymbolState) -> None:
         if state.corrupt_reason is None:

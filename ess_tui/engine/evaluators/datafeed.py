@@ -7,12 +7,21 @@
   (``get_last_update_time()`` is None) is measured from this evaluator's first check, so a feed
   that never delivers fires after one staleness period.
 
+Ages run on the monotonic clock where they can, so a wall-clock step neither hides a dead feed
+("waiting 0 s" for an hour after a back-step) nor fires a live one: the wait since the first check
+always, and the age of the last update when the monitor can tell it
+(``last_update_age_sec()``, as :class:`ess_tui.market.feed.FeedMonitor` does). A seed-shaped
+monitor with only ``get_last_update_time()`` is compared with the wall clock, as the seed does.
+
 A monitor answering something that is not a datetime / bool is a fault (ERROR), not "all clear".
 """
 
 from __future__ import annotations
 
+import math
 import numbers
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -53,12 +62,16 @@ class DataFeedEmergencyEvaluator(BaseEvaluator):
         max_clock_skew_sec: float = 5.0,
         clock: Clock | None = None,
         name: str | None = None,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(clock=clock, name=name)
+        self._mono: Callable[[], float] = (
+            monotonic or getattr(clock, "monotonic", None) or time.monotonic
+        )
         self.data_feed_monitor = data_feed_monitor
         self.max_staleness_minutes = positive_limit(max_staleness_minutes, "max_staleness_minutes")
         self.max_clock_skew_sec = positive_limit(max_clock_skew_sec, "max_clock_skew_sec")
-        self._watching_since: datetime | None = None
+        self._watching_since: float | None = None  # monotonic
 
     def bind_wake(self, callback: WakeCallback | None) -> None:
         super().bind_wake(callback)
@@ -69,8 +82,9 @@ class DataFeedEmergencyEvaluator(BaseEvaluator):
     async def _read(self) -> Reading:
         monitor = self.data_feed_monitor
         now = self.now()
+        mono = float(self._mono())
         if self._watching_since is None:
-            self._watching_since = now
+            self._watching_since = mono
         limit_sec = self.max_staleness_minutes * 60.0
         limit = f"limit {fmt_number(self.max_staleness_minutes)} min"
 
@@ -91,9 +105,12 @@ class DataFeedEmergencyEvaluator(BaseEvaluator):
                 reading=f"corrupted: {detail}",
             )
 
-        last = await maybe_await(monitor.get_last_update_time())
-        if last is None:
-            age = max((now - self._watching_since).total_seconds(), 0.0)
+        mono_age = await self._monotonic_age()
+        last = None if mono_age is not None else await maybe_await(monitor.get_last_update_time())
+        if mono_age is not None:
+            age, never = mono_age, False
+        elif last is None:
+            age = max(mono - self._watching_since, 0.0)
             never = True
         elif isinstance(last, datetime):
             age = (now - as_utc(last)).total_seconds()
@@ -130,6 +147,21 @@ class DataFeedEmergencyEvaluator(BaseEvaluator):
                 reading=reading,
             )
         return Reading(triggered=False, proximity=proximity, reading=reading)
+
+    async def _monotonic_age(self) -> float | None:
+        """The monitor's own monotonic age of the last update, when it offers one."""
+        ask = getattr(self.data_feed_monitor, "last_update_age_sec", None)
+        if not callable(ask):
+            return None
+        age = await maybe_await(ask())
+        if age is None:
+            return None
+        if isinstance(age, bool) or not isinstance(age, numbers.Real) or not math.isfinite(age):
+            raise EvaluatorFault(
+                f"last_update_age_sec() answered {clean_text(repr(age), limit=60)}, "
+                "expected seconds"
+            )
+        return max(float(age), 0.0)
 
     async def _corruption_detail(self) -> str:
         explain = getattr(self.data_feed_monitor, "corruption_reason", None)
