@@ -110,7 +110,8 @@ class ResetMixin:
         # A store written before the guard contract: run the policy here, then un-latch bound to
         # the activation it was checked against (a new latch in between makes the store refuse).
         state = await store.load_state()
-        if state.active:
+        stale = expected_activation is not None and expected_activation != state.activation_count
+        if state.active and not stale:  # a stale reset is refused (and audited) by the store
             reason = guard(state, await last_flatten_outcome(store))
             if reason is not None:
                 await store.audit("reset_refused", actor=who, reason=reason, details=details)
