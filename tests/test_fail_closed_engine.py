@@ -451,3 +451,39 @@ async def test_lease_renewal_does_not_follow_a_stepped_wall_clock(hours):
         assert controller.acting
     gaps = [b - a for a, b in zip(asked, asked[1:])]
     assert gaps and all(g == pytest.approx(1.0) for g in gaps), gaps  # every ttl/3, as before
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "engine side done (the controller re-asserts a latch the store lost, see the tests above); "
+    "store/sqlite must notice that its open connection's WAL or file was deleted/swapped "
+    "(store helper, issue 10 hole 4) before the runner can see the armed reading"))
+def test_a_headless_runner_on_sqlite_re_asserts_a_latch_after_the_wal_is_deleted(tmp_path):
+    from ess_tui.gate import TradeGate
+
+    db = tmp_path / "ess.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QT_ESS_")}
+    env["QT_ESS_CHECK_INTERVAL"] = "0.2"
+    err = (tmp_path / "runner.err").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "ess_tui", "headless", "--db", str(db)],
+                            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        started = time.monotonic()
+        while "lease acquired" not in (tmp_path / "runner.err").read_text(errors="replace"):
+            assert time.monotonic() - started < 30 and proc.poll() is None, "runner did not start"
+            time.sleep(0.05)
+        done = subprocess.run([sys.executable, "-m", "ess_tui", "activate", "--db", str(db),
+                               "--reason", "desk halt", "--by", "alice"], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+        assert "LATCHED" in done.stdout, done.stdout + done.stderr
+        assert not TradeGate(str(db)).check().allowed
+        for suffix in ("-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        time.sleep(0.6)  # three check intervals
+        assert not TradeGate(str(db)).check().allowed
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        err.close()
+    assert "store lost the latch" in (tmp_path / "runner.err").read_text(errors="replace")
