@@ -21,7 +21,7 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
-from ess_tui.engine.state import clean_text
+from ess_tui.engine.text import clean_text
 from ess_tui.engine.store import AuditVerification
 
 #: ``prev_hash`` of the first row.
@@ -153,7 +153,7 @@ def next_row(
     """Build the row that follows ``last`` (``(seq, hash)`` of the newest row, None if empty).
 
     Texts are cleaned and bounded; ``at`` is stored as ISO UTC with microseconds."""
-    from ess_tui.engine.state import as_utc
+    from ess_tui.engine.text import as_utc
 
     seq = (last[0] + 1) if last else 1
     prev = last[1] if last else GENESIS_HASH

@@ -12,7 +12,8 @@ from datetime import datetime
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from ess_tui.engine.state import EmergencyState, as_utc, clean_text, os_user, utcnow
+from ess_tui.engine.state import EmergencyState
+from ess_tui.engine.text import as_utc, clean_text, os_user, utcnow
 
 
 class StoreError(Exception):

@@ -25,7 +25,8 @@ from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
 from ess_tui.engine.aio import maybe_await
-from ess_tui.engine.state import Evaluation, as_utc, clamp_proximity, clean_text, utcnow
+from ess_tui.engine.state import Evaluation, clamp_proximity
+from ess_tui.engine.text import as_utc, clean_text, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from ess_tui.engine.evaluators.base import (
     fmt_number,
     positive_limit,
 )
-from ess_tui.engine.state import as_utc, clean_text
+from ess_tui.engine.text import as_utc, clean_text
 
 
 def fmt_age(seconds: float) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ess_tui.engine.aio import maybe_await
 from ess_tui.engine.evaluators.base import BaseEvaluator, Clock, Reading, positive_limit
-from ess_tui.engine.state import clean_text
+from ess_tui.engine.text import clean_text
 
 HEALTHY = "HEALTHY"
 DEGRADED = "DEGRADED"

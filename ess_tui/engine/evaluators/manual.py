@@ -12,7 +12,7 @@ import threading
 from datetime import datetime
 
 from ess_tui.engine.evaluators.base import BaseEvaluator, Clock, Reading
-from ess_tui.engine.state import clean_text
+from ess_tui.engine.text import clean_text
 
 log = logging.getLogger(__name__)
 
