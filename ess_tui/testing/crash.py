@@ -245,8 +245,20 @@ class _Runner:
             cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self._err, start_new_session=True,
         )
-        self.holder = f"{socket.gethostname()}:{self.proc.pid}"
+        # Holder ids are host:pid:random (unique across PID namespaces): known once it holds.
+        self.prefix = f"{socket.gethostname()}:{self.proc.pid}:"
+        self._db = db
+        self._holder: str | None = None
         self.lease_seq: int | None = None  # seq of its lease_acquired row once it holds the lease
+
+    @property
+    def holder(self) -> str:
+        """This runner's holder id, read from the lease table once it has held the lease."""
+        if self._holder is None:
+            found = _lease_holder(self._db)
+            if found is not None and found.startswith(self.prefix):
+                self._holder = found
+        return self._holder or f"{self.prefix}*"
 
     def log(self) -> str:
         try:
