@@ -288,7 +288,8 @@ class Runtime:
                     expected_activation: int | None = None) -> EmergencyState:
         """Audited reset; the controller enforces the reset policy. ``details["reviewed_activation"]``
         (the guided reset sets it) makes the reset refuse if a different activation is latched by
-        now; ``details["approver"]`` / ``["override"]`` are taken as the request's when not given."""
+        now; ``details["approver"]`` / ``["override"]`` / ``["venue_flat"]`` (the control room's live
+        check) are taken as the request's when not given."""
         info = details or {}
         reviewed = info.get("reviewed_activation")
         if expected_activation is None and isinstance(reviewed, int):
@@ -297,7 +298,9 @@ class Runtime:
             reset_by, note, details=details,
             approver=approver if approver is not None else info.get("approver"),
             override=override if override is not None else info.get("override"),
-            venue_flat=venue_flat, expected_activation=expected_activation,
+            venue_flat=venue_flat if venue_flat is not None else (
+                info.get("venue_flat") if isinstance(info.get("venue_flat"), bool) else None),
+            expected_activation=expected_activation,
         )
 
     async def audit(self, action: str, actor: str, reason: str | None = None,
