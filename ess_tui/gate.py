@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ess_tui.store.marker import LatchMarker, marker_path, read_marker
 from ess_tui.store.schema import RUNNER_LEASE, explain_error
-from ess_tui.store.validate import Invalid, Validator, check_state_row, precheck
+from ess_tui.store.validate import Invalid, Validator, check_file, check_state_row
 
 __all__ = ["GateDecision", "TradeGate"]
 
@@ -133,7 +133,7 @@ class TradeGate:
 
     def _open(self, ident: tuple[int, int], pid: int, main: tuple[int, ...]) -> _Reader:
         self._drop()
-        precheck(self._path)  # an empty, foreign or garbage file is judged before SQLite opens it
+        check_file(self._path)  # an empty, foreign or garbage file is judged before SQLite opens it
         conn = sqlite3.connect(self._uri, uri=True, timeout=self._timeout, isolation_level=None)
         try:
             conn.execute("PRAGMA query_only = ON")

@@ -30,7 +30,7 @@ from ess_tui.store.schema import (
     explain_error,
 )
 
-__all__ = ["Invalid", "Validator", "precheck", "check_database", "check_state_row", "file_stamps"]
+__all__ = ["Invalid", "Validator", "precheck", "check_file", "check_database", "check_state_row", "file_stamps"]
 
 _HEADER = b"SQLite format 3\x00"
 _STATUSES = {"active", "inactive"}
@@ -62,6 +62,36 @@ def precheck(path: str) -> None:
     if len(head) < 100 or st.st_size < 512:
         raise Invalid(f"database is corrupt: {path} is truncated ({st.st_size} bytes); "
                       + _restore(path))
+
+
+def check_file(path: str) -> int | None:
+    """:func:`precheck`, then -- when no WAL file exists beside it, so the main file is the whole
+    truth -- the full check through an ``immutable`` read-only connection, which creates no
+    ``-wal`` or ``-shm`` file: a file found unsound is left exactly as it was. Returns the schema
+    version, or None when a WAL exists (the caller checks on its live connection)."""
+    precheck(path)
+    if os.path.lexists(path + "-wal"):
+        return None
+    from pathlib import Path
+
+    uri = Path(path).as_uri() + "?mode=ro&immutable=1"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise Invalid(explain_error(exc, path)) from exc
+    try:
+        version = check_database(conn, path, deep=True)
+        try:
+            rows = conn.execute(
+                "SELECT (SELECT user_version FROM pragma_user_version), active, reason, since, "
+                "activation_count, last_reset_by, last_reset_at, change_seq FROM state "
+                "WHERE id = 1").fetchall()
+        except sqlite3.Error as exc:
+            raise Invalid(explain_error(exc, path)) from exc
+        check_state_row(tuple(rows[0]) if rows else None, path)
+        return version
+    finally:
+        conn.close()
 
 
 def _parses(text: object) -> bool:

@@ -32,7 +32,7 @@ from ess_tui.store.schema import (
 from ess_tui.store.sqlite import _util as u
 from ess_tui.store.sqlite.create import init_database
 from ess_tui.store.sqlite.thread import DBThread
-from ess_tui.store.validate import Invalid, Validator, file_stamps, precheck
+from ess_tui.store.validate import Invalid, Validator, check_file, file_stamps
 
 log = logging.getLogger("ess_tui.store.sqlite")
 
@@ -121,7 +121,7 @@ class StoreCore:
 
     def _open(self, ident: tuple[int, int]) -> None:
         self._drop()
-        precheck(self._path)  # before SQLite touches it
+        check_file(self._path)  # before SQLite touches it
         conn = sqlite3.connect(Path(self._path).as_uri() + "?mode=rw", uri=True,
                                timeout=self._busy_ms / 1000, isolation_level=None)
         try:
