@@ -70,9 +70,10 @@ class AuditMixin(StoreCore):
             head = None
         mode = meta.get("audit_mode", MODE_SHA256)
         key = self._key
-        result = audit_chain.verify_chain(rows, mode=mode, key=key, head_seq=head)
         replayed = audit_chain.replay(rows)
-        result = replace(result, replayed=replayed)
+        matches, mismatch = self._compare(state, replayed)
+        result = audit_chain.verify_chain(rows, mode=mode, key=key, head_seq=head)
+        result = replace(result, replayed=replayed, state_matches=matches)
         if not result.ok:
             return result
         if key is not None:
@@ -91,14 +92,22 @@ class AuditMixin(StoreCore):
                     f"the keyed head does not match row {newest.seq}, the newest row: rows were "
                     "removed from the end of the trail (or the head rewritten)"))
             result = replace(result, keyed=True)
+        if mismatch:
+            return replace(result, ok=False, problem=mismatch)
+        return result
+
+    @staticmethod
+    def _compare(state: tuple[Any, ...] | None,
+                 replayed: tuple[bool, int, str | None]) -> tuple[bool | None, str | None]:
         if state is None:
-            return replace(result, ok=False, problem="the ESS state row is missing")
+            return None, "the ESS state row is missing"
         active, count, reason = bool(state[0] == 1), state[1], state[2]
         want_active, want_count, want_reason = replayed
-        if (active, count) != (want_active, want_count) or (active and reason != want_reason):
-            def say(a: bool, n: Any, r: Any) -> str:
-                return f"latched #{n} ({str(r)[:80]!r})" if a else f"armed after #{n}"
-            return replace(result, ok=False, state_matches=False, problem=(
-                f"the state row was edited by hand: it says {say(active, count, reason)}, but "
-                f"the audit trail replays to {say(want_active, want_count, want_reason)}"))
-        return replace(result, state_matches=True)
+        if (active, count) == (want_active, want_count) and (not active or reason == want_reason):
+            return True, None
+
+        def say(a: bool, n: Any, r: Any) -> str:
+            return f"latched #{n} ({str(r)[:80]!r})" if a else f"armed after #{n}"
+
+        return False, (f"the state row was edited by hand: it says {say(active, count, reason)}, "
+                       f"but the audit trail replays to {say(want_active, want_count, want_reason)}")
