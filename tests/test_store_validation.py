@@ -32,7 +32,7 @@ def latched_db(path: Path, *, rows: int = 30) -> None:
         await store.latch("Daily PnL catastrophic: -12.00%", actor="drawdown")
         await store.close()
     asyncio.run(go())
-    Path(str(path) + ".latched").unlink()  # judge the database alone here
+    Path(str(path) + ".latched").unlink(missing_ok=True)  # judge the database alone here
 
 
 def armed_db(path: Path) -> None:
@@ -168,7 +168,8 @@ def test_damaged_files_get_the_same_verdict_from_the_gate_and_the_store(tmp_path
 def test_a_latched_database_truncated_to_zero_never_becomes_armed(tmp_path):
     db = tmp_path / "ess.db"
     latched_db(db)
-    assert not TradeGate(db).check().allowed
+    with TradeGate(db) as gate:
+        assert not gate.check().allowed
     with open(db, "r+b") as f:
         f.truncate(0)
     for suffix in ("-wal", "-shm"):
@@ -180,7 +181,8 @@ def test_a_latched_database_truncated_to_zero_never_becomes_armed(tmp_path):
             asyncio.run(store.load_state())
         assert store.get("emergency_stop")["active"] is True
         asyncio.run(store.close())
-    assert not TradeGate(db).check().allowed
+    with TradeGate(db) as gate:
+        assert not gate.check().allowed
     assert db.stat().st_size == 0, "the empty file was initialised"
     with pytest.raises(FileExistsError, match="never initialised over"):
         init_database(db)
