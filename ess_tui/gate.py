@@ -38,12 +38,13 @@ __all__ = ["GateDecision", "TradeGate"]
 
 NO_RUNNER = "no ESS runner is watching this desk"
 
+#: The steady path's one SELECT: the state row, the connection's ``data_version`` (it moves when
+#: another connection commits, which makes the validation look again, schema version included),
+#: and from schema 2 on the lease row.
 _STATE = (
-    "SELECT (SELECT user_version FROM pragma_user_version), active, reason, since, "
-    "activation_count, last_reset_by, last_reset_at, change_seq, "
+    "SELECT active, reason, since, activation_count, last_reset_by, last_reset_at, change_seq, "
     "(SELECT data_version FROM pragma_data_version)"
 )
-#: Schema 2 on: the lease row comes along in the same SELECT.
 _SQL_V2 = (_STATE + ", l.holder, l.epoch, l.beat, l.ttl_sec, l.expires_at FROM state s "
            f"LEFT JOIN lease l ON l.name = '{RUNNER_LEASE}' WHERE s.id = 1")
 _SQL_V1 = _STATE + ", NULL, NULL, NULL, NULL, NULL FROM state WHERE id = 1"
@@ -83,7 +84,7 @@ class _Reader:
     """One thread's open read-only connection, which file (inode) and process it belongs to,
     and its validation."""
 
-    __slots__ = ("conn", "ident", "pid", "validator", "main")
+    __slots__ = ("conn", "ident", "pid", "validator", "main", "good_row")
 
     def __init__(self, conn: sqlite3.Connection, ident: tuple[int, int], pid: int,
                  validator: Validator, main: tuple[int, ...]) -> None:
@@ -92,6 +93,7 @@ class _Reader:
         self.pid = pid
         self.validator = validator
         self.main = main
+        self.good_row: tuple[object, ...] | None = None  # the last state row found valid
 
 
 class TradeGate:
@@ -178,24 +180,28 @@ class TradeGate:
             if reader is None or reader.ident != ident or reader.pid != pid:
                 # First check, a replaced file, or a forked child: (re)open.
                 reader = self._open(ident, pid, main)
-            sql = _SQL_V2 if reader.validator.version >= 2 else _SQL_V1
-            rows = reader.conn.execute(sql).fetchall()
-            if rows:
-                version = reader.validator.version
-                if reader.validator.check(reader.conn, main, rows[0][8]) != version:
-                    return self.check()
-            check_state_row(tuple(rows[0]) if rows else None, self._path)
+            validator = reader.validator
+            version = validator.version
+            row = reader.conn.execute(_SQL_V2 if version >= 2 else _SQL_V1).fetchone()
+            if row is None:
+                check_state_row(None, self._path)
+            if validator.check(reader.conn, main, row[7]) != version:
+                return self.check()  # the schema changed under us: read it the new way
+            state = row[:7]
+            if state != reader.good_row:
+                check_state_row((version, *state), self._path)
+                reader.good_row = state
         except Invalid as exc:
             self._drop()
             return self._blocked(str(exc))
         except (sqlite3.Error, OSError) as exc:
             self._drop()
             return self._blocked(explain_error(exc, self._path))
-        return self._decide(rows[0], self._latch_marker())
+        return self._decide(row, self._latch_marker())
 
     def _runner(self, row: tuple[object, ...]) -> tuple[bool, str | None]:
         """Whether the lease's holder is alive: its beat moved within its ttl on *our* clock."""
-        holder, epoch, beat, ttl, expires = row[9], row[10], row[11], row[12], row[13]
+        holder, epoch, beat, ttl, expires = row[8], row[9], row[10], row[11], row[12]
         if not isinstance(holder, str) or not holder:
             return False, None
         key = (holder, epoch, beat)
@@ -212,7 +218,7 @@ class TradeGate:
         return seen[2] and now - seen[1] < limit, holder
 
     def _decide(self, row: tuple[object, ...], marker: LatchMarker | None) -> GateDecision:
-        active, reason, since, count = row[1], row[2], row[3], row[4]
+        active, reason, since, count = row[0], row[1], row[2], row[3]
         count_value = count if isinstance(count, int) else None
         when = _parse_time(since)
         live, holder = self._runner(row)
