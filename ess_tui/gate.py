@@ -10,7 +10,13 @@
 It reads the ESS database read-only with the stdlib ``sqlite3`` (no ccxt, Textual, aiosqlite or
 pydantic is imported), keeps its connection open between checks, and runs one SELECT per check.
 It fails closed: a missing, corrupt, truncated, locked or unreadable file, a schema newer than this
-code, or a missing state row all answer *blocked*, with a reason a person can act on.
+code, a foreign look-alike, or an invalid state row all answer *blocked*, with a reason a person
+can act on. It judges the file with the same validation the store uses
+(:mod:`ess_tui.store.validate`), again whenever the file changes, and it reads the latch's second
+channel, the latch marker beside the database (:mod:`ess_tui.store.marker`): a latch that could
+not reach the database yet still blocks. The decision also says whether a runner holds a live
+lease (judged by this process's monotonic clock watching the lease's beat); with
+``require_runner=True`` no live runner means blocked.
 """
 
 from __future__ import annotations
@@ -19,23 +25,46 @@ import contextlib
 import os
 import sqlite3
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ess_tui.store.schema import SCHEMA_VERSION, STATE_SQL, SchemaTooNew, explain_error
+from ess_tui.store.marker import LatchMarker, marker_path, read_marker
+from ess_tui.store.schema import RUNNER_LEASE, explain_error
+from ess_tui.store.validate import Invalid, Validator, check_file, check_state_row
 
 __all__ = ["GateDecision", "TradeGate"]
+
+NO_RUNNER = "no ESS runner is watching this desk"
+
+#: The steady path's one SELECT: the state row, the connection's ``data_version`` (it moves when
+#: another connection commits, which makes the validation look again, schema version included),
+#: and from schema 2 on the lease row.
+_STATE = (
+    "SELECT active, reason, since, activation_count, last_reset_by, last_reset_at, change_seq, "
+    "(SELECT data_version FROM pragma_data_version)"
+)
+_SQL_V2 = (_STATE + ", l.holder, l.epoch, l.beat, l.ttl_sec, l.expires_at FROM state s "
+           f"LEFT JOIN lease l ON l.name = '{RUNNER_LEASE}' WHERE s.id = 1")
+_SQL_V1 = _STATE + ", NULL, NULL, NULL, NULL, NULL FROM state WHERE id = 1"
+#: A directory whose mtime is this recent may still change within the same timestamp tick.
+_FRESH_NS = 2_000_000_000
 
 
 @dataclass(frozen=True)
 class GateDecision:
-    """The gate's answer. ``bool(decision)`` is ``decision.allowed``."""
+    """The gate's answer. ``bool(decision)`` is ``decision.allowed``.
+
+    ``runner_live`` says whether a runner holds a live lease (None when unknown), ``holder``
+    names it; neither takes part in equality."""
 
     allowed: bool
     reason: str | None = None
     activation_count: int | None = None
     since: datetime | None = None
+    runner_live: bool | None = field(default=None, compare=False)
+    holder: str | None = field(default=None, compare=False)
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -52,28 +81,40 @@ def _parse_time(text: object) -> datetime | None:
 
 
 class _Reader:
-    """One thread's open read-only connection, and which file (inode) and process it belongs to."""
+    """One thread's open read-only connection, which file (inode) and process it belongs to,
+    and its validation."""
 
-    __slots__ = ("conn", "ident", "pid")
+    __slots__ = ("conn", "ident", "pid", "validator", "main", "good_row")
 
-    def __init__(self, conn: sqlite3.Connection, ident: tuple[int, int], pid: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, ident: tuple[int, int], pid: int,
+                 validator: Validator, main: tuple[int, ...]) -> None:
         self.conn = conn
         self.ident = ident
         self.pid = pid
+        self.validator = validator
+        self.main = main
+        self.good_row: tuple[object, ...] | None = None  # the last state row found valid
 
 
 class TradeGate:
     """Answers "may this process trade now?" from the ESS database, failing closed.
 
     ``busy_timeout_sec`` is how long a check waits for a lock held by another process before it
-    answers blocked. Safe to share between threads (each thread gets its own connection).
+    answers blocked. ``require_runner`` blocks while no runner holds a live lease. Safe to share
+    between threads (each thread gets its own connection).
     """
 
-    def __init__(self, db_path: str | os.PathLike[str], *, busy_timeout_sec: float = 0.1) -> None:
+    def __init__(self, db_path: str | os.PathLike[str], *, busy_timeout_sec: float = 0.1,
+                 require_runner: bool = False) -> None:
         self._path = os.path.abspath(os.path.expanduser(os.fspath(db_path)))
+        self._dir = os.path.dirname(self._path)
         self._uri = Path(self._path).as_uri() + "?mode=ro"
         self._timeout = float(busy_timeout_sec)
+        self._require_runner = bool(require_runner)
         self._local = threading.local()
+        self._marker_at: int | None = None  # directory mtime the cached marker answer is for
+        self._marker: LatchMarker | None = None
+        self._beat: tuple[tuple[object, ...], float, bool] | None = None
 
     @property
     def path(self) -> str:
@@ -92,16 +133,31 @@ class TradeGate:
             with contextlib.suppress(sqlite3.Error):
                 reader.conn.close()
 
-    def _open(self, ident: tuple[int, int], pid: int) -> sqlite3.Connection:
+    def _open(self, ident: tuple[int, int], pid: int, main: tuple[int, ...]) -> _Reader:
         self._drop()
+        check_file(self._path)  # an empty, foreign or garbage file is judged before SQLite opens it
         conn = sqlite3.connect(self._uri, uri=True, timeout=self._timeout, isolation_level=None)
         try:
             conn.execute("PRAGMA query_only = ON")
-        except sqlite3.Error:
+            reader = _Reader(conn, ident, pid, Validator(self._path), main)
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            reader.validator.check(conn, main, version)
+        except BaseException:
             conn.close()
             raise
-        self._local.reader = _Reader(conn, ident, pid)
-        return conn
+        self._local.reader = reader
+        return reader
+
+    def _latch_marker(self) -> LatchMarker | None:
+        """The latch marker, re-read whenever the directory changed (a stat per check)."""
+        try:
+            mtime = os.stat(self._dir).st_mtime_ns
+        except OSError:
+            return read_marker(self._path)
+        if mtime != self._marker_at or time.time_ns() - mtime < _FRESH_NS:
+            self._marker = read_marker(self._path)
+            self._marker_at = mtime
+        return self._marker
 
     def check(self) -> GateDecision:
         """Allowed, or blocked with the reason. Never raises for a database problem."""
@@ -117,57 +173,68 @@ class TradeGate:
             self._drop()
             return self._blocked(explain_error(exc, self._path))
         ident = (st.st_dev, st.st_ino)
+        main = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         pid = os.getpid()
         reader: _Reader | None = getattr(self._local, "reader", None)
         try:
             if reader is None or reader.ident != ident or reader.pid != pid:
                 # First check, a replaced file, or a forked child: (re)open.
-                conn = self._open(ident, pid)
-            else:
-                conn = reader.conn
-            rows = conn.execute(STATE_SQL).fetchall()
-        except sqlite3.Error as exc:
+                reader = self._open(ident, pid, main)
+            validator = reader.validator
+            version = validator.version
+            row = reader.conn.execute(_SQL_V2 if version >= 2 else _SQL_V1).fetchone()
+            if row is None:
+                check_state_row(None, self._path)
+            if validator.check(reader.conn, main, row[7]) != version:
+                return self.check()  # the schema changed under us: read it the new way
+            state = row[:7]
+            if state != reader.good_row:
+                check_state_row((version, *state), self._path)
+                reader.good_row = state
+        except Invalid as exc:
             self._drop()
-            return self._blocked(self._explain(exc))
-        if not rows:
-            return self._blocked(
-                f"the ESS state row is missing from {self._path}: the file is damaged or not an "
-                "ess-tui database; restore it from a backup"
-            )
-        return self._decide(rows[0])
+            return self._blocked(str(exc))
+        except (sqlite3.Error, OSError) as exc:
+            self._drop()
+            return self._blocked(explain_error(exc, self._path))
+        return self._decide(row, self._latch_marker())
 
-    def _explain(self, exc: sqlite3.Error) -> str:
-        """Name the cause; a missing table may really be a newer schema, so look."""
-        if "no such" in str(exc):
-            try:
-                conn = sqlite3.connect(self._uri, uri=True, timeout=self._timeout)
-                try:
-                    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-                finally:
-                    conn.close()
-                if version > SCHEMA_VERSION:
-                    return explain_error(SchemaTooNew(version), self._path)
-            except sqlite3.Error:
-                pass
-        return explain_error(exc, self._path)
+    def _runner(self, row: tuple[object, ...]) -> tuple[bool, str | None]:
+        """Whether the lease's holder is alive: its beat moved within its ttl on *our* clock."""
+        holder, epoch, beat, ttl, expires = row[8], row[9], row[10], row[11], row[12]
+        if not isinstance(holder, str) or not holder:
+            return False, None
+        key = (holder, epoch, beat)
+        now = time.monotonic()
+        seen = self._beat
+        if seen is None or seen[0] != key:
+            if seen is None:  # first sight: the stored expiry is the best guess there is
+                until = _parse_time(expires)
+                alive = until is not None and until > datetime.now(timezone.utc)
+            else:
+                alive = True  # we saw the beat move
+            self._beat = seen = (key, now, alive)
+        limit = float(ttl) if isinstance(ttl, (int, float)) and ttl > 0 else 5.0
+        return seen[2] and now - seen[1] < limit, holder
 
-    def _decide(self, row: tuple[object, ...]) -> GateDecision:
-        version, active, reason, since, count = row[0], row[1], row[2], row[3], row[4]
-        if not isinstance(version, int):
-            return self._blocked(f"database is corrupt: {self._path}: unreadable schema version")
-        if version > SCHEMA_VERSION:
-            return self._blocked(explain_error(SchemaTooNew(version), self._path))
+    def _decide(self, row: tuple[object, ...], marker: LatchMarker | None) -> GateDecision:
+        active, reason, since, count = row[0], row[1], row[2], row[3]
         count_value = count if isinstance(count, int) else None
         when = _parse_time(since)
-        if active == 0:
-            return GateDecision(True, None, count_value, when)
+        live, holder = self._runner(row)
         if active == 1:
             text = reason if isinstance(reason, str) and reason else "(no reason recorded)"
-            return GateDecision(False, f"ESS active: {text}", count_value, when)
-        return self._blocked(
-            f"database is corrupt: {self._path}: state.active = {active!r}; "
-            "restore it from a backup"
-        )
+            return GateDecision(False, f"ESS active: {text}", count_value, when, live, holder)
+        if marker is not None and not marker.covered_by(False, count_value or 0):
+            return GateDecision(
+                False, f"ESS active: {marker.reason} (latched by the latch marker "
+                f"{marker_path(self._path)}; the database does not hold it yet)",
+                marker.activation, _parse_time(marker.at), live, holder)
+        if self._require_runner and not live:
+            where = f"lease held by {holder}, not renewed" if holder else "no lease holder"
+            return GateDecision(False, f"{NO_RUNNER} ({where}; start `ess-tui run`)",
+                                count_value, when, live, holder)
+        return GateDecision(True, None, count_value, when, live, holder)
 
     def close(self) -> None:
         """Close this thread's connection (a later check reopens it)."""

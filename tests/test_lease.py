@@ -145,7 +145,8 @@ def test_standby_names_the_holder_waits_and_takes_over_when_it_dies(db, env, cap
         assert took < LEASE_TTL + 2.0, f"took over after {took:.2f}s"
         taken_seq, taken = lease_row(db, second.holder)
         assert taken["previous_holder"] == first.holder
-        assert f"runner lease acquired by {second.holder}" in second.log()
+        wait_for("the standby to log the takeover",  # the log line follows the commit
+                 lambda: f"runner lease acquired by {second.holder}" in second.log())
 
         # The new holder flattens the next latch.
         assert main(["activate", "--db", str(db), "--reason", "second halt"]) == 3

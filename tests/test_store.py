@@ -80,7 +80,7 @@ class TestLatch:
             raise RuntimeError("disk pulled out while writing the audit row")
 
         # the latch writes its audit row on the database thread, in the same transaction
-        monkeypatch.setattr(store, "_append_sync", audit_write_fails)
+        monkeypatch.setattr(store, "_append", audit_write_fails)
         with pytest.raises(StoreError, match="disk pulled out"):
             await store.latch("manual stop", at=T0)
         conn = raw(db_path)
@@ -402,20 +402,32 @@ class TestFileAndFailures:
 
 
 class TestLease:
-    async def test_lease_is_held_until_it_expires_then_taken_over(self, store):
-        first = await store.acquire_lease("runner-a", ttl_sec=10, at=T0)
-        assert first.holder == "runner-a"
-        renewed = await store.acquire_lease("runner-a", ttl_sec=10, at=T0 + timedelta(seconds=5))
-        assert renewed.acquired_at == T0 and renewed.expires_at == T0 + timedelta(seconds=15)
-        refused = await store.acquire_lease("runner-b", ttl_sec=10, at=T0 + timedelta(seconds=14))
-        assert refused.holder == "runner-a"
-        taken = await store.acquire_lease("runner-b", ttl_sec=10, at=T0 + timedelta(seconds=16))
-        assert taken.holder == "runner-b"
-        assert (await store.read_lease()).holder == "runner-b"
-        acquired = [r for r in await store.read_audit(newest_first=False)
-                    if r.action == "lease_acquired"]
-        assert [r.actor for r in acquired] == ["runner-a", "runner-b"]
-        assert acquired[1].details["previous_holder"] == "runner-a"
+    async def test_lease_is_held_until_it_expires_then_taken_over(self, db_path):
+        # Expiry is judged by the standby's own monotonic clock watching the beat, not by `at`.
+        clock = [1000.0]
+        store = SQLiteStore(db_path, audit_key=None, monotonic=lambda: clock[0])
+        try:
+            first = await store.acquire_lease("runner-a", ttl_sec=10, at=T0)
+            assert first.holder == "runner-a" and first.epoch == 1 and first.beat == 0
+            renewed = await store.acquire_lease("runner-a", ttl_sec=10,
+                                                at=T0 + timedelta(seconds=5))
+            assert renewed.acquired_at == T0 and renewed.expires_at == T0 + timedelta(seconds=15)
+            assert renewed.epoch == 1 and renewed.beat == 1
+            refused = await store.acquire_lease("runner-b", ttl_sec=10, at=T0)  # first sight
+            assert refused.holder == "runner-a"
+            clock[0] += 9.5
+            refused = await store.acquire_lease("runner-b", ttl_sec=10, at=T0)
+            assert refused.holder == "runner-a"
+            clock[0] += 1.0  # 10.5 s on the standby's clock without a new beat
+            taken = await store.acquire_lease("runner-b", ttl_sec=10, at=T0)
+            assert taken.holder == "runner-b" and taken.epoch == 2
+            assert (await store.read_lease()).holder == "runner-b"
+            acquired = [r for r in await store.read_audit(newest_first=False)
+                        if r.action == "lease_acquired"]
+            assert [r.actor for r in acquired] == ["runner-a", "runner-b"]
+            assert acquired[1].details["previous_holder"] == "runner-a"
+        finally:
+            await store.close()
 
     async def test_release_frees_the_lease_for_its_holder_only(self, store):
         await store.acquire_lease("runner-a", ttl_sec=60, at=T0)

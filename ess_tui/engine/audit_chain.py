@@ -231,3 +231,24 @@ def verify_chain(
             "(the links between rows are intact)",
         )
     return AuditVerification(True, count)
+
+
+def head_mac(key: bytes, seq: int, digest: str) -> str:
+    """The keyed head: an HMAC of the newest row's seq and hash, kept beside the trail and
+    moved in the same transaction as every append. Without the key, removing rows from the end
+    (or rewriting the trail unkeyed) cannot produce a matching head."""
+    message = f"ess-tui audit head|{MODE_HMAC}|{int(seq)}|{digest}".encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def replay(rows: Iterable[ChainRow]) -> tuple[bool, int, str | None]:
+    """The latch the trail describes: (active, activation_count, reason) after its last row."""
+    active, count, reason = False, 0, None
+    for row in rows:
+        if row.action == "activate":
+            stated = row.details.get("activation_count")
+            count = stated if type(stated) is int and stated > count else count + 1
+            active, reason = True, row.reason
+        elif row.action == "reset":
+            active, reason = False, None
+    return active, count, reason

@@ -85,6 +85,12 @@ class AuditVerification:
     rows: int
     first_bad_seq: int | None = None
     problem: str | None = None
+    #: True when the trail was verified under the audit key (HMAC), rows and keyed head alike.
+    keyed: bool = False
+    #: The latch as replayed from the trail: (active, activation_count, reason); None if unknown.
+    replayed: tuple[bool, int, str | None] | None = None
+    #: Whether the state row agrees with the replayed trail (None when not compared).
+    state_matches: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 #: The schema this code writes and understands. Bump it and add a step to MIGRATIONS to change it.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Name of the single lease row the runner holds.
 RUNNER_LEASE = "runner"
@@ -115,8 +115,37 @@ def _migrate_to_1(conn: sqlite3.Connection, *, audit_mode: str, now: str) -> Non
     )
 
 
+def _migrate_to_2(conn: sqlite3.Connection, *, audit_mode: str, now: str) -> None:
+    """The lease gains its fencing ``epoch``, its renewal counter ``beat`` and the holder's
+    ``ttl_sec``; meta gains the lease epoch counter (it survives a released lease) and the keyed
+    head of the audit trail."""
+    del audit_mode, now
+    conn.execute("ALTER TABLE lease ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE lease ADD COLUMN beat INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE lease ADD COLUMN ttl_sec REAL")
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('lease_epoch', "
+                 "(SELECT CAST(COALESCE(MAX(epoch), 0) AS TEXT) FROM lease))")
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('audit_head_mac', '')")
+
+
 #: MIGRATIONS[n] brings a database from version n-1 to version n.
-MIGRATIONS: dict[int, Callable[..., None]] = {1: _migrate_to_1}
+MIGRATIONS: dict[int, Callable[..., None]] = {1: _migrate_to_1, 2: _migrate_to_2}
+
+#: The columns each table must have, by schema version (a look-alike table is not ours).
+_COLUMNS_V1: dict[str, frozenset[str]] = {
+    "meta": frozenset({"key", "value"}),
+    "state": frozenset({"id", "active", "reason", "since", "activation_count", "last_reset_by",
+                        "last_reset_at", "change_seq"}),
+    "policy": frozenset({"key", "value", "updated_at"}),
+    "audit": frozenset({"seq", "at", "action", "actor", "reason", "details", "prev_hash", "hash"}),
+    "lease": frozenset({"name", "holder", "acquired_at", "heartbeat_at", "expires_at"}),
+}
+EXPECTED_COLUMNS: dict[int, dict[str, frozenset[str]]] = {
+    1: _COLUMNS_V1,
+    2: {**_COLUMNS_V1, "lease": _COLUMNS_V1["lease"] | {"epoch", "beat", "ttl_sec"}},
+}
+#: Triggers that keep the audit trail append-only and the state row in place.
+EXPECTED_TRIGGERS = frozenset({"state_no_delete", "audit_no_update", "audit_no_delete"})
 
 _OUR_TABLES = {"meta", "state", "policy", "audit", "lease"}
 
@@ -125,17 +154,23 @@ def read_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-def ensure_schema(conn: sqlite3.Connection, *, audit_mode: str) -> int:
-    """Create or migrate the schema on ``conn`` (autocommit mode). Returns the version found.
+def ensure_schema(conn: sqlite3.Connection, *, audit_mode: str, fresh: bool = False) -> int:
+    """Create (``fresh``: a file this process just made) or migrate the schema on ``conn``
+    (autocommit mode). Returns the version found.
 
     Raises :class:`SchemaTooNew` for a newer file and :class:`NotAnESSDatabase` for a file that
-    holds someone else's tables.
+    holds no ess-tui schema: an existing file is never initialised, whatever it holds.
     """
     found = read_version(conn)
     if found > SCHEMA_VERSION:
         raise SchemaTooNew(found)
     if found == SCHEMA_VERSION:
         return found
+    if found == 0 and not fresh:
+        raise NotAnESSDatabase(
+            "it holds no ess-tui schema, and an existing file is never initialised: "
+            "restore it from a backup, or run `ess-tui init` on a new path"
+        )
     conn.execute("BEGIN IMMEDIATE")
     try:
         found = read_version(conn)  # another process may have migrated while we waited

@@ -1,0 +1,101 @@
+"""The second channel of a latch: a small file beside the database, ``<db>.latched``.
+
+Before the latch transaction is even tried, the store writes this marker (JSON: the activation
+it latches, the reason, when) and fsyncs it and its directory. A latch that cannot reach the
+database (another process holds the write lock, the disk refuses the WAL) still blocks every gate
+on the host, which reads the marker too. A committed reset of that activation removes it; until
+then a marker that names an activation the database has not reset means *blocked*.
+
+Stdlib only: the trade gate imports this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+
+__all__ = ["LatchMarker", "marker_path", "write_marker", "read_marker", "remove_marker"]
+
+SUFFIX = ".latched"
+_MAX_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class LatchMarker:
+    """What the marker says. ``activation`` is None when the file is unreadable (still blocks)."""
+
+    activation: int | None
+    reason: str
+    at: str | None = None
+
+    def covered_by(self, active: bool, activation_count: int) -> bool:
+        """True when the database shows this latch reset (or superseded by a later activation)."""
+        if self.activation is None:
+            return False
+        return activation_count > self.activation or (
+            activation_count == self.activation and not active)
+
+
+def marker_path(db_path: str) -> str:
+    return db_path + SUFFIX
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_marker(db_path: str, activation: int, reason: str, at: datetime) -> None:
+    """Write the marker atomically (temp file, fsync, rename, fsync the directory)."""
+    final = marker_path(db_path)
+    tmp = f"{final}.{os.getpid()}.tmp"
+    body = json.dumps({"activation": int(activation), "reason": reason[:2000],
+                       "at": at.isoformat()}, sort_keys=True).encode("utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, body)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+    _fsync_dir(final)
+
+
+def read_marker(db_path: str) -> LatchMarker | None:
+    """The marker, None when there is none. An unreadable marker still counts (it blocks)."""
+    path = marker_path(db_path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_BYTES)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return LatchMarker(None, f"latch marker {path} cannot be read: {exc.strerror or exc}")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+        activation = data["activation"]
+        if type(activation) is not int or activation < 1:
+            raise ValueError(activation)
+        reason = data.get("reason")
+        at = data.get("at")
+        return LatchMarker(activation, reason if isinstance(reason, str) and reason
+                           else "(no reason recorded)", at if isinstance(at, str) else None)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return LatchMarker(None, f"latch marker {path} is unreadable: remove it only after "
+                                 "checking that the ESS is reset")
+
+
+def remove_marker(db_path: str, activation: int) -> None:
+    """Remove the marker if it names ``activation`` or an earlier one (after that reset commits)."""
+    found = read_marker(db_path)
+    if found is None or found.activation is None or found.activation > activation:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(marker_path(db_path))
+        _fsync_dir(db_path)

@@ -1,0 +1,233 @@
+"""The latch itself: reading it, latching, resetting. Each write is one call on the database
+thread: the latch marker (second channel), one ``BEGIN IMMEDIATE`` transaction with the state row,
+the ``emergency_stop`` policy key and the audit row, then a checkpoint into the main file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from ess_tui.engine.state import EmergencyState, ESSStatus, clean_text
+from ess_tui.engine.store import (
+    LatchResult,
+    NotLatchedError,
+    ResetGuard,
+    StaleResetError,
+    StoreUnavailable,
+    entry_actor,
+    entry_at,
+    stale_reset_reason,
+)
+from ess_tui.store import marker as markers
+from ess_tui.store.schema import EMERGENCY_KEY, STATE_SQL
+from ess_tui.store.sqlite import _util as u
+from ess_tui.store.sqlite.core import StoreCore
+from ess_tui.store.validate import Invalid, check_state_row
+
+log = logging.getLogger("ess_tui.store.sqlite")
+
+_LAST_FLATTEN_SQL = (
+    "SELECT action, details FROM audit WHERE action IN ('flattened', 'flatten_failed') "
+    "AND seq > COALESCE((SELECT MAX(seq) FROM audit WHERE action = 'activate'), 0) "
+    "ORDER BY seq DESC LIMIT 1"
+)
+
+
+class LatchMixin(StoreCore):
+    # --- reading -----------------------------------------------------------------------------
+
+    def _db_state(self, conn: sqlite3.Connection) -> EmergencyState:
+        """The state row as the database holds it, judged by the shared validation."""
+        rows = conn.execute(STATE_SQL).fetchall()
+        try:
+            check_state_row(tuple(rows[0]) if rows else None, self._path)
+        except Invalid as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        _v, active, reason, since, count, last_by, last_at, _c = rows[0]
+        return EmergencyState(
+            status=ESSStatus.ACTIVE if active else ESSStatus.INACTIVE, reason=reason,
+            timestamp=u.parse_time(since), activation_count=int(count),
+            last_reset_by=last_by, last_reset_at=u.parse_time(last_at),
+        )
+
+    def _state(self, conn: sqlite3.Connection) -> EmergencyState:
+        """The latch, second channel included: a latch marker that the database has not reset
+        makes the ESS latched. If the database could take it, the latch is made durable now."""
+        state = self._db_state(conn)
+        pending = markers.read_marker(self._path)
+        if pending is None or pending.covered_by(state.active, state.activation_count):
+            return state
+        if pending.activation is None:
+            raise StoreUnavailable(pending.reason)
+        if state.active:
+            return state
+        log.critical("latch marker %s names activation #%d, which the database does not hold: "
+                     "latching it durably now", markers.marker_path(self._path),
+                     pending.activation)
+        at = u.parse_time(pending.at) if pending.at else None
+        try:
+            return self._latch_now(
+                conn, pending.reason, at=entry_at(at), actor="ess (latch marker)",
+                details={"from_latch_marker": True}, at_least=pending.activation).state
+        except sqlite3.Error as exc:
+            log.error("cannot make the marked latch durable yet: %s", exc)
+            return EmergencyState(status=ESSStatus.ACTIVE, reason=pending.reason,
+                                  timestamp=at, activation_count=pending.activation,
+                                  last_reset_by=state.last_reset_by,
+                                  last_reset_at=state.last_reset_at)
+
+    async def load_state(self) -> EmergencyState:
+        """The latch as stored. Raises ``StoreUnavailable`` (never answers "inactive") if unsure."""
+        return await self._run(self._state)
+
+    async def change_seq(self) -> int:
+        """A number that goes up on every latch and reset, by any process: cheap to poll."""
+        def op(conn: sqlite3.Connection) -> int:
+            rows = conn.execute("SELECT change_seq FROM state WHERE id = 1").fetchall()
+            if not rows:
+                raise StoreUnavailable(f"database is corrupt: the ESS state row is missing "
+                                       f"from {self._path}; restore it from a backup")
+            return int(rows[0][0])
+        return await self._run(op)
+
+    # --- latching ----------------------------------------------------------------------------
+
+    def _latch_now(
+        self, conn: sqlite3.Connection, why: str, *, at: datetime, actor: str,
+        details: dict[str, Any] | None, at_least: int = 0,
+    ) -> LatchResult:
+        before = self._db_state(conn)
+        if not before.active:
+            # The second channel first: every gate on the host blocks from here on, even if
+            # the transaction below cannot get the write lock.
+            try:
+                markers.write_marker(self._path, max(before.activation_count + 1, at_least),
+                                     why, at)
+            except OSError as exc:
+                log.error("cannot write the latch marker beside %s: %s", self._path, exc)
+
+        def body(c: sqlite3.Connection) -> LatchResult:
+            state = self._db_state(c)
+            if state.active:
+                self._append(c, at=at, action="extra_trigger", actor=actor, reason=why,
+                             details=u.with_details(details, latched_reason=state.reason,
+                                                    activation_count=state.activation_count))
+                return LatchResult(state, False)
+            new = EmergencyState(
+                status=ESSStatus.ACTIVE, reason=why, timestamp=at,
+                activation_count=max(state.activation_count + 1, at_least),
+                last_reset_by=state.last_reset_by, last_reset_at=state.last_reset_at,
+            )
+            c.execute(
+                "UPDATE state SET active = 1, reason = ?, since = ?, activation_count = ?, "
+                "change_seq = change_seq + 1 WHERE id = 1",
+                (why, u.iso(at), new.activation_count),
+            )
+            c.execute(u.UPSERT_POLICY_SQL, (
+                EMERGENCY_KEY, json.dumps(new.to_policy(), sort_keys=True), u.iso(at)))
+            self._append(c, at=at, action="activate", actor=actor, reason=why,
+                         details=u.with_details(details, activation_count=new.activation_count))
+            return LatchResult(new, True)
+
+        result = self._write(conn, body)
+        if result.new:
+            self._checkpoint(conn)
+        return result
+
+    async def latch(
+        self, reason: str, *, at: datetime | None = None, actor: str = "ess",
+        details: dict[str, Any] | None = None,
+    ) -> LatchResult:
+        """Latch in one transaction with its policy key and audit row (see ``StateStore``)."""
+        when = entry_at(at)
+        why = clean_text(reason) or "(no reason given)"
+        who = entry_actor(actor)
+        return await self._run(
+            lambda conn: self._latch_now(conn, why, at=when, actor=who, details=details))
+
+    # --- resetting ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _last_flatten(conn: sqlite3.Connection) -> dict[str, Any] | None:
+        rows = conn.execute(_LAST_FLATTEN_SQL).fetchall()
+        if not rows:
+            return None
+        try:
+            details = json.loads(rows[0][1])
+        except ValueError:
+            details = {}
+        return {"action": rows[0][0], **(details if isinstance(details, dict) else {})}
+
+    async def unlatch(
+        self, reset_by: str, *, at: datetime | None = None, note: str | None = None,
+        details: dict[str, Any] | None = None, expected_activation: int | None = None,
+        guard: ResetGuard | None = None,
+    ) -> EmergencyState:
+        """Reset in one transaction with its audit row. ``NotLatchedError`` (audited) if armed;
+        ``StaleResetError`` (audited) if ``expected_activation`` is not the latched one;
+        ``ResetRefused`` (audited) when ``guard`` returns a reason inside the transaction."""
+        when = entry_at(at)
+        who = entry_actor(reset_by)
+        why = clean_text(note) if note else None
+
+        def body(conn: sqlite3.Connection) -> tuple[str, Any]:
+            state = self._db_state(conn)
+            if not state.active:
+                self._append(conn, at=when, action="reset_refused", actor=who,
+                             reason="not latched", details=u.with_details(details, note=why))
+                return "armed", None
+            if expected_activation is not None and expected_activation != state.activation_count:
+                stale = stale_reset_reason(state.activation_count, expected_activation)
+                self._append(conn, at=when, action="reset_refused", actor=who, reason=stale,
+                             details=u.with_details(details, note=why))
+                return "stale", stale
+            if guard is not None:
+                refusal = guard(state, self._last_flatten(conn))
+                if refusal:
+                    refusal = clean_text(refusal)
+                    self._append(conn, at=when, action="reset_refused", actor=who,
+                                 reason=refusal, details=u.with_details(
+                                     details, note=why, activation_count=state.activation_count))
+                    return "refused", refusal
+            new = EmergencyState(
+                status=ESSStatus.INACTIVE, reason=None, timestamp=when,
+                activation_count=state.activation_count, last_reset_by=who, last_reset_at=when,
+            )
+            conn.execute(
+                "UPDATE state SET active = 0, reason = NULL, since = ?, last_reset_by = ?, "
+                "last_reset_at = ?, change_seq = change_seq + 1 WHERE id = 1",
+                (u.iso(when), who, u.iso(when)),
+            )
+            conn.execute(u.UPSERT_POLICY_SQL, (
+                EMERGENCY_KEY, json.dumps(new.to_policy(), sort_keys=True), u.iso(when)))
+            self._append(conn, at=when, action="reset", actor=who, reason=why,
+                         details=u.with_details(details, previous_reason=state.reason,
+                                                latched_since=state.timestamp,
+                                                activation_count=state.activation_count))
+            return "reset", new
+
+        def op(conn: sqlite3.Connection) -> tuple[str, Any]:
+            self._state(conn)  # a pending latch marker is made durable before it can be reset
+            outcome = self._write(conn, body)
+            if outcome[0] == "reset":
+                self._checkpoint(conn)
+                try:
+                    markers.remove_marker(self._path, outcome[1].activation_count)
+                except OSError as exc:
+                    log.error("cannot remove the latch marker beside %s: %s", self._path, exc)
+            return outcome
+
+        kind, value = await self._run(op)
+        if kind == "armed":
+            raise NotLatchedError(
+                "the ESS is not latched: there is nothing to reset (the attempt was audited)")
+        if kind == "stale":
+            raise StaleResetError(value)
+        if kind == "refused":
+            from ess_tui.engine.reset_policy import ResetRefused
+
+            raise ResetRefused(value)
+        return value
