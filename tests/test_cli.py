@@ -33,7 +33,7 @@ def test_status_activate_reset_cycle_and_exit_codes(db, capsys):
     assert run("status", "--db", db) == 4  # no database yet: unknown means blocked
     assert "STATE UNAVAILABLE" in capsys.readouterr().out
 
-    assert run("activate", "--db", db, "--reason", "desk halt", "--by", "alice") == 3
+    assert run("activate", "--db", db, "--reason", "desk halt", "--by", "alice") == 0
     assert run("status", "--db", db, "--json") == 3
     out = capsys.readouterr().out.strip().splitlines()[-1]
     info = json.loads(out)
@@ -145,7 +145,7 @@ def test_headless_runner_flattens_a_latch_written_by_activate(db, tmp_path):
             time.sleep(0.05)
         else:
             pytest.fail("headless runner never took the lease: " + proc.stderr.read() if proc.poll() is not None else "")
-        assert main(["activate", "--db", db, "--reason", "from the CLI"]) == 3
+        assert main(["activate", "--db", db, "--reason", "from the CLI"]) == 0
         latched_at = time.monotonic()
         flat = None
         while time.monotonic() - latched_at < 10:
