@@ -63,7 +63,7 @@ def _path_value(value: Any) -> Any:
         raise ValueError("must be a file path (text)")
     text = os.fspath(value)
     if not str(text).strip():
-        raise ValueError("an empty path is not a file (unset the variable for the default)")
+        raise ValueError("an empty path is not a file (leave it out for the default)")
     if "\0" in str(text):
         raise ValueError("a path cannot contain a NUL character")
     return value
@@ -279,12 +279,17 @@ def _allowed(settings_cls: type[BaseModel], loc: tuple[Any, ...]) -> str:
     return text
 
 
-def _format_error(err: ValidationError, toml: Path | None) -> str:
+def _format_error(err: ValidationError, toml: Path | None, flags: tuple[str, ...] = ()) -> str:
     first = err.errors()[0]
     loc = tuple(first.get("loc", ()))
     dotted = ".".join(str(p) for p in loc) or "?"
     env_name = ENV_PREFIX + "__".join(str(p) for p in loc).upper()
-    where = env_name if env_name in os.environ else (f"{dotted} in {toml}" if toml else dotted)
+    if len(loc) == 1 and loc[0] in flags:
+        where = "--" + str(loc[0]).replace("_", "-")
+    elif env_name in os.environ:
+        where = env_name
+    else:
+        where = f"{dotted} in {toml}" if toml else dotted
     value = first.get("input")
     from ess_tui.engine.state import clean_text
 
@@ -298,7 +303,7 @@ def _format_error(err: ValidationError, toml: Path | None) -> str:
             allowed = f"unknown key, did you mean {best.lower()}? " + allowed
     else:
         allowed = _allowed(Settings, loc)
-    msg = clean_text(first.get("msg", "invalid"), limit=200)
+    msg = clean_text(first.get("msg", "invalid"), limit=200).removeprefix("Value error, ")
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"bad config: {where} = {shown}: {msg}; {allowed}{more}"
 
@@ -325,6 +330,9 @@ def _read_toml(path: Path) -> None:
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise ConfigError(f"bad config: {shown} is UTF-16 text; allowed: a TOML file in UTF-8 "
                           "(re-save it as UTF-8)")
+    if b"\x00" in raw:
+        raise ConfigError(f"bad config: {shown} holds NUL bytes (a binary file, or UTF-16 without a "
+                          "byte-order mark); allowed: a TOML file in UTF-8")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -349,7 +357,7 @@ def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any
         clean = {k: v for k, v in overrides.items() if v is not None}
         return Settings(**clean)
     except ValidationError as exc:
-        raise ConfigError(_format_error(exc, path)) from None
+        raise ConfigError(_format_error(exc, path, tuple(clean))) from None
     except SettingsError as exc:
         from ess_tui.engine.state import clean_text
 
