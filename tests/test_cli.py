@@ -167,3 +167,69 @@ def test_headless_runner_flattens_a_latch_written_by_activate(db, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
     assert proc.returncode == 0
+
+
+def test_audit_verify_prints_the_stores_problem_generically():
+    from types import SimpleNamespace
+
+    from ess_tui.cli.commands import verification_line
+
+    assert verification_line(SimpleNamespace(ok=True, rows=7)) == "audit chain OK: 7 rows verified"
+    line = verification_line(SimpleNamespace(ok=False, rows=5, first_bad_seq=None,
+                                             problem="tail truncated: head counter says 9, 5 rows\x1b[2J"))
+    assert line == "audit chain BROKEN: tail truncated: head counter says 9, 5 rows?[2J"
+    line = verification_line(SimpleNamespace(ok=False, rows=5, first_bad_seq=3,
+                                             problem="state row mismatch: the trail says latched"))
+    assert line == "audit chain BROKEN at row 3: state row mismatch: the trail says latched"
+
+
+def test_a_tampered_row_is_named_by_audit_verify(db, capsys):
+    assert run("activate", "--db", db, "--reason", "halt") == 0
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TRIGGER audit_no_update")
+    conn.execute("UPDATE audit SET reason='rewritten' WHERE action='activate'")
+    conn.commit()
+    seq = conn.execute("SELECT seq FROM audit WHERE action='activate'").fetchone()[0]
+    conn.close()
+    capsys.readouterr()
+    assert run("audit", "--db", db, "--verify") == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("audit chain BROKEN"), last
+
+
+def test_log_lines_carry_no_escape_sequences(tmp_path):
+    import logging
+
+    from ess_tui.logs import SafeFormatter
+
+    record = logging.LogRecord("venue", logging.WARNING, __file__, 1, "venue said %s",
+                               ("\x1b]0;pwn\x07\x1b[2J\u202e",), None)
+    text = SafeFormatter("%(message)s").format(record)
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert text.startswith("venue said ?]0;pwn")
+
+
+def test_errors_never_print_a_secret(db, capsys, monkeypatch):
+    monkeypatch.setenv("QT_ESS_API_SECRET", "hunter2-very-secret")
+    assert run("status", "--config", str(Path(db).parent / "hunter2-very-secret.toml")) == 2
+    err = capsys.readouterr().err
+    assert "hunter2-very-secret" not in err and "***" in err
+
+
+@pytest.mark.parametrize("command", ["tui", "headless", None])
+def test_every_global_option_works_in_either_position(command):
+    from ess_tui.cli.parser import GLOBALS, build_parser, resolve
+
+    values = {"db": "x.db", "config": "c.toml", "check_interval": "0.5", "theme": "light"}
+    for name, flags, _, applies in GLOBALS:
+        if applies is not None and (command or "tui") not in applies:
+            continue
+        opt = [flags[0], values[name]]
+        cmd = [command] if command else []
+        for argv in ([*opt, *cmd, "-v"], [*cmd, *opt, "-v"] if command else None, ["-v", *opt, *cmd]):
+            if argv is None:
+                continue
+            args = resolve(build_parser().parse_args(argv))
+            got = getattr(args, name)
+            assert str(got) == values[name], (argv, got)
+            assert args.verbose is True and args.command == (command or "tui")

@@ -312,6 +312,14 @@ async def headless(settings: Settings) -> int:
 
     from ess_tui.runtime.assembly import Runtime
 
+    if not os.path.lexists(settings.db_path):
+        # A runner starting creates its database where no file exists (never over one), whatever
+        # the store's default for ``create``.
+        store = _store(settings.db_path, create=True)
+        try:
+            await store.load_state()
+        finally:
+            await store.close()
     runtime = await Runtime.build(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
