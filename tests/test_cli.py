@@ -233,3 +233,41 @@ def test_every_global_option_works_in_either_position(command):
             got = getattr(args, name)
             assert str(got) == values[name], (argv, got)
             assert args.verbose is True and args.command == (command or "tui")
+
+
+def test_a_reset_is_bound_to_the_activation_the_operator_reviewed(db, capsys, monkeypatch):
+    """Hole 8 through the CLI: while one operator sits at the RESET prompt for #1, another resets
+    #1 and the ESS latches again (#2); the first operator's RESET must not un-latch #2."""
+    assert run("activate", "--db", db, "--reason", "first") in (0, 3)  # 3: the old exit code
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+
+    def other_operator(*args: str) -> int:
+        return subprocess.run([sys.executable, "-m", "ess_tui", *args, "--db", db],
+                              capture_output=True, timeout=60).returncode
+
+    def meanwhile(prompt: str = "") -> str:
+        assert "#1" in prompt or "RESET" in prompt
+        assert other_operator("reset", "--by", "bob", "--yes", "--override", "checked") == 0
+        assert other_operator("activate", "--reason", "second") in (0, 3)
+        return "RESET"
+
+    monkeypatch.setattr("builtins.input", meanwhile)
+    assert run("reset", "--db", db, "--by", "alice", "--override", "checked") == 1
+    assert "no longer the latched one" in capsys.readouterr().err
+    assert run("status", "--db", db) == 3
+
+
+def test_status_never_says_armed_while_the_gate_blocks(db, capsys, monkeypatch):
+    from ess_tui.cli import commands
+    from ess_tui.gate import GateDecision
+
+    assert run("init", "--db", db) == 0
+    monkeypatch.setattr(commands, "_gate_decision",
+                        lambda settings: GateDecision(False, "ESS latch file says latched\x1b[2J"))
+    capsys.readouterr()
+    assert run("status", "--db", db) == 4
+    out = capsys.readouterr().out
+    assert out.startswith("STATE UNAVAILABLE — trading blocked") and "\x1b" not in out
+    assert run("status", "--db", db, "--json") == 4
+    info = json.loads(capsys.readouterr().out)
+    assert info["trading_allowed"] is False and info["status"] == "unavailable"

@@ -62,21 +62,26 @@ async def init(settings: Settings) -> int:
 # --- status -------------------------------------------------------------------------------------
 
 
-def _lease_view(settings: Settings, lease: Any) -> dict[str, Any]:
-    """Whether an acting runner holds a live lease. The gate's verdict is the reference, so status
-    and the gate agree; the lease row's own expiry is the fallback."""
-    holder = getattr(lease, "holder", None) if lease is not None else None
-    live: bool | None = None
+def _gate_decision(settings: Settings) -> Any:
+    """The trade gate's answer on this database, or None if the gate itself failed."""
     try:
         from ess_tui.gate import TradeGate
 
         with TradeGate(settings.db_path) as gate:
-            decision = gate.check()
-        if hasattr(decision, "runner_live"):
-            live = bool(decision.runner_live)
-            holder = getattr(decision, "holder", None) or holder
-    except Exception:  # noqa: BLE001 - the lease row decides below
-        live = None
+            return gate.check()
+    except Exception:  # noqa: BLE001 - the store's own reading stands
+        return None
+
+
+def _lease_view(lease: Any, decision: Any) -> dict[str, Any]:
+    """Whether an acting runner holds a live lease. The gate's verdict is the reference, so status
+    and the gate agree; the lease row's own expiry is the fallback (compatibility until the gate's
+    decision carries ``runner_live``)."""
+    holder = getattr(lease, "holder", None) if lease is not None else None
+    live: bool | None = None
+    if decision is not None and hasattr(decision, "runner_live"):
+        live = bool(decision.runner_live)
+        holder = getattr(decision, "holder", None) or holder
     now = datetime.now(timezone.utc)
     if live is None:
         expires = getattr(lease, "expires_at", None)
@@ -112,7 +117,21 @@ async def status(settings: Settings, as_json: bool) -> int:
         return EXIT_UNAVAILABLE
     finally:
         await store.close()
-    view = _lease_view(settings, lease)
+    decision = _gate_decision(settings)
+    view = _lease_view(lease, decision)
+    if not state.active and decision is not None and not decision.allowed:
+        # The store reads armed but the gate blocks (a latch on its second channel, a damaged
+        # file the gate sees): trading is blocked, and status says so rather than "armed".
+        reason = safe(getattr(decision, "reason", None) or "the trade gate answers blocked")
+        if as_json:
+            out(json.dumps(safe_json({"status": "unavailable", "trading_allowed": False,
+                                      "reason": reason, "db": str(settings.db_path),
+                                      "runner": view["holder"], "runner_live": view["live"]})))
+        else:
+            out(f"STATE UNAVAILABLE — trading blocked: the store reads armed but the trade gate "
+                f"answers blocked: {reason}")
+            out(runner_line(view))
+        return EXIT_UNAVAILABLE
     info = {
         "status": "latched" if state.active else "armed",
         "trading_allowed": not state.active,
@@ -171,7 +190,7 @@ async def activate(settings: Settings, reason: str, by: str | None) -> int:
     finally:
         await store.close()
     out(f"LATCHED — {safe(state.reason)} (activation #{int(state.activation_count)})")
-    view = _lease_view(settings, lease)
+    view = _lease_view(lease, _gate_decision(settings))
     if view["live"]:
         out(f"the runner {safe(view['holder'], NAME_LIMIT)} flattens within one check interval")
     else:
@@ -211,6 +230,10 @@ def _controller_kwargs(settings: Settings) -> dict[str, Any]:
     for name in ("reset_policy", "policy"):
         if name in params:
             return {name: policy}
+    if _controller_enforces_policy() and (settings.reset.operators or settings.reset.two_person):
+        # Fail closed: a controller that enforces a policy it was never given would let anyone reset.
+        raise CliError("cannot hand the [reset] policy to the controller (no reset_policy "
+                       "parameter): reset refused", EXIT_REFUSED)
     return {}
 
 
