@@ -154,11 +154,7 @@ def _tamper(db: Path, evil: str) -> None:
     conn.execute("UPDATE state SET reason=?, last_reset_by=?", (evil, evil))
     conn.execute("UPDATE audit SET action=?, actor=?, reason=?, details=?",
                  (evil, evil, evil, json.dumps({evil: evil, "n": [evil] * 5}, ensure_ascii=False)))
-    future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
-    conn.execute("DELETE FROM lease")
-    conn.execute("INSERT INTO lease (name, holder, acquired_at, heartbeat_at, expires_at) "
-                 "VALUES ('runner', ?, ?, ?, ?)",
-                 (evil, datetime.now(timezone.utc).isoformat(), datetime.now(timezone.utc).isoformat(), future))
+    assert conn.execute("UPDATE lease SET holder=?", (evil,)).rowcount == 1
     for (sql,) in triggers:
         conn.execute(sql)
     conn.commit()
@@ -168,6 +164,7 @@ def _tamper(db: Path, evil: str) -> None:
 def test_status_and_audit_over_a_tampered_database_print_no_escape(desk):
     db = desk.other_db
     assert desk.cli("activate", "--db", str(db), "--reason", "halt").returncode in (0, 3)  # 3: before
+    _hold_lease(db, "honest:1", datetime.now(timezone.utc), ttl=600)
     _tamper(db, EVIL_DB + "B" * 20_000)
     outputs = []
     for args in (("status",), ("status", "--json"), ("audit",), ("audit", "--json"),
