@@ -56,8 +56,10 @@ GLOBALS: tuple[tuple[str, tuple[str, ...], dict[str, Any], tuple[str, ...] | Non
 )
 
 
-def _add_globals(parser: argparse.ArgumentParser, where: str) -> None:
-    for name, flags, kwargs, _ in GLOBALS:
+def _add_globals(parser: argparse.ArgumentParser, where: str, command: str | None = None) -> None:
+    for name, flags, kwargs, applies in GLOBALS:
+        if command is not None and applies is not None and command not in applies:
+            continue  # after the command, only what has an effect on it is offered
         parser.add_argument(*flags, dest=f"{where}_{name}", action=_Once, default=None, **kwargs)
     parser.add_argument("-v", "--verbose", dest=f"{where}_verbose", action="store_true",
                         help="log more")
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
-        _add_globals(p, "s")
+        _add_globals(p, "s", name)
         return p
 
     command("tui", "open the control room (the default)")
