@@ -247,3 +247,13 @@ def test_status_reports_an_expired_lease_as_nobody_watching(desk):
     proc = desk.cli("status", "--db", str(db))
     assert b"no ESS runner is watching this desk" in proc.stdout
     assert json.loads(desk.cli("status", "--db", str(db), "--json").stdout)["runner_live"] is False
+
+
+def test_status_audit_and_reset_never_create_a_database(desk):
+    missing = desk.root / "nowhere" / "ess.db"
+    for args in (("status",), ("status", "--json"), ("audit",), ("audit", "--verify"),
+                 ("reset", "--by", "alice", "--yes", "--override", "x")):
+        proc = desk.cli(*args, "--db", str(missing))
+        assert proc.returncode != 0, args
+        assert not missing.exists(), args
+    assert not desk.default_db.exists()
