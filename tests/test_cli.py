@@ -271,3 +271,19 @@ def test_status_never_says_armed_while_the_gate_blocks(db, capsys, monkeypatch):
     assert run("status", "--db", db, "--json") == 4
     info = json.loads(capsys.readouterr().out)
     assert info["trading_allowed"] is False and info["status"] == "unavailable"
+
+
+def test_ctrl_c_at_the_reset_prompt_is_audited_as_abandoned(db, capsys, monkeypatch):
+    assert run("activate", "--db", db, "--reason", "x") == 0
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+
+    def interrupt(prompt: str = "") -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("builtins.input", interrupt)
+    assert run("reset", "--db", db, "--by", "bob", "--override", "ok") == 130
+    assert run("status", "--db", db) == 3
+    conn = sqlite3.connect(db)
+    reasons = [r[0] for r in conn.execute("SELECT reason FROM audit WHERE action='reset_abandoned'")]
+    conn.close()
+    assert reasons == ["interrupted at the RESET prompt"]

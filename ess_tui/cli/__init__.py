@@ -88,7 +88,9 @@ def _run(args: Any) -> int:
             raise CliError(f"could not write the latch to {settings.db_path}: "
                            f"{type(exc).__name__}: {exc}", EXIT_REFUSED) from None
     if command == "reset":
-        return asyncio.run(commands.reset(settings, args))
+        from ess_tui.cli.reset import reset
+
+        return reset(settings, args)
     if command == "audit":
         return asyncio.run(commands.audit(settings, args))
     if command == "bench":

@@ -12,7 +12,6 @@ import inspect
 import json
 import logging
 import os
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -196,100 +195,6 @@ async def activate(settings: Settings, reason: str, by: str | None) -> int:
     else:
         err("warning: no ESS runner is watching this desk; start `ess-tui headless` "
             "(or the control room) to flatten the venue")
-    return EXIT_OK
-
-
-# --- reset --------------------------------------------------------------------------------------
-
-
-def _confirm_reset(activation: int, reason: str | None) -> None:
-    if not sys.stdin.isatty():
-        raise CliError("not at a terminal: pass --yes to reset without typing RESET")
-    try:
-        typed = input(f"Activation #{activation} ({safe(reason, 200)}). "
-                      "Type RESET to un-latch the ESS and allow trading again: ")
-    except EOFError:
-        typed = ""
-    if typed.strip() != "RESET":
-        raise CliError("reset abandoned: RESET was not typed", EXIT_REFUSED)
-
-
-def _controller_enforces_policy() -> bool:
-    """True once the engine's controller.reset takes the operator's input and enforces the policy
-    itself (the contract); until then the CLI runs the old check. Compatibility shim."""
-    from ess_tui.engine.controller import EmergencyStopController
-
-    return "approver" in inspect.signature(EmergencyStopController.reset).parameters
-
-
-def _controller_kwargs(settings: Settings) -> dict[str, Any]:
-    from ess_tui.engine.controller import EmergencyStopController
-
-    params = inspect.signature(EmergencyStopController.__init__).parameters
-    policy = settings.reset.to_engine()
-    for name in ("reset_policy", "policy"):
-        if name in params:
-            return {name: policy}
-    if _controller_enforces_policy() and (settings.reset.operators or settings.reset.two_person):
-        # Fail closed: a controller that enforces a policy it was never given would let anyone reset.
-        raise CliError("cannot hand the [reset] policy to the controller (no reset_policy "
-                       "parameter): reset refused", EXIT_REFUSED)
-    return {}
-
-
-async def reset(settings: Settings, args: argparse.Namespace) -> int:
-    from ess_tui.engine.controller import EmergencyStopController
-    from ess_tui.engine.reset_policy import ResetRefused
-    from ess_tui.engine.store import NotLatchedError, StaleResetError
-
-    by = args.by
-    if not safe(by, NAME_LIMIT):
-        raise CliError("--by is empty: give the name of the operator resetting")
-    store = _store(settings.db_path, create=False)
-    try:
-        state = await store.load_state()
-        if not state.active:
-            await store.audit("reset_refused", actor=safe(by, NAME_LIMIT), reason="not latched",
-                              details={"via": "cli"})
-            raise CliError("the ESS is not latched: nothing to reset", EXIT_REFUSED)
-        reviewed = int(state.activation_count)
-        new_contract = _controller_enforces_policy()
-        details = None
-        if not new_contract:  # compatibility shim: remove once the controller enforces the policy
-            from ess_tui.engine.reset_policy import check_reset_allowed
-
-            try:
-                details = await check_reset_allowed(
-                    settings.reset, store, operator=by, approver=args.approver,
-                    override=args.override, via="cli",
-                )
-            except ResetRefused as exc:
-                raise CliError(f"reset refused: {safe(exc)}", EXIT_REFUSED) from None
-        if not args.yes:
-            try:
-                _confirm_reset(reviewed, state.reason)
-            except CliError:
-                await store.audit("reset_abandoned", actor=safe(by, NAME_LIMIT),
-                                  reason="RESET not typed", details={"via": "cli"})
-                raise
-        controller = EmergencyStopController(store=store, acting=False, **_controller_kwargs(settings))
-        try:
-            if new_contract:
-                await controller.reset(by, args.note, approver=args.approver, override=args.override,
-                                       expected_activation=reviewed, via="cli")
-            else:
-                await controller.reset(by, args.note, details=details, expected_activation=reviewed)
-        except ResetRefused as exc:
-            raise CliError(f"reset refused: {safe(exc)}", EXIT_REFUSED) from None
-        except NotLatchedError:
-            raise CliError("the ESS is not latched: nothing to reset", EXIT_REFUSED) from None
-        except StaleResetError:
-            raise CliError(f"reset refused: activation #{reviewed} is no longer the latched one "
-                           "(someone reset it, and the ESS latched again); review it and retry",
-                           EXIT_REFUSED) from None
-    finally:
-        await store.close()
-    out(f"ARMED — reset by {safe(by, NAME_LIMIT)}")
     return EXIT_OK
 
 
