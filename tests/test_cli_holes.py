@@ -257,3 +257,43 @@ def test_status_audit_and_reset_never_create_a_database(desk):
         assert proc.returncode != 0, args
         assert not missing.exists(), args
     assert not desk.default_db.exists()
+
+
+def test_ctrl_c_at_the_real_reset_prompt_exits_at_once_and_is_audited(desk):
+    import os as _os
+    import pty
+    import select
+    import signal
+    import time
+
+    db = desk.other_db
+    assert desk.cli("activate", "--db", str(db), "--reason", "halt").returncode in (0, 3)
+    env = {k: v for k, v in _os.environ.items() if not k.startswith("QT_ESS_")}
+    env.update(XDG_STATE_HOME=str(desk.root / "state"), XDG_CONFIG_HOME=str(desk.root / "config"))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ess_tui", "reset", "--db", str(db), "--by", "bob", "--override", "ok"],
+        stdin=slave, stdout=slave, stderr=slave, env=env, cwd=desk.root,
+    )
+    _os.close(slave)
+    try:
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"Type RESET" not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    seen += _os.read(master, 4096)
+                except OSError:
+                    break
+        assert b"Type RESET" in seen, seen
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _os.close(master)
+    assert latched(db)
+    with sqlite3.connect(db) as conn:
+        reasons = [r[0] for r in conn.execute("SELECT reason FROM audit WHERE action='reset_abandoned'")]
+    assert reasons == ["interrupted at the RESET prompt"]
