@@ -50,11 +50,34 @@ class ScrubSecrets(logging.Filter):
         return True
 
 
+class SafeFormatter(logging.Formatter):
+    """Formats as usual, then neutralises control and format characters (escape sequences, bidi
+    overrides) that a venue's or an operator's text could carry to a terminal or a log viewer.
+    Newlines stay (tracebacks); everything else in Unicode's C* categories becomes ``?``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return safe_log_text(super().format(record))
+
+
+def safe_log_text(text: str) -> str:
+    if text.isascii() and (text.isprintable() or set(text) <= _PRINTABLE_OR_NEWLINE):
+        return text
+    import unicodedata
+
+    return "".join(
+        ch if ch == "\n" or not unicodedata.category(ch).startswith(("C", "Zl", "Zp")) else "?"
+        for ch in text
+    )
+
+
+_PRINTABLE_OR_NEWLINE = {chr(c) for c in range(32, 127)} | {"\n"}
+
+
 def setup_logging(path: Path | None, *, verbose: bool = False, to_stderr: bool = True) -> None:
     """Log to ``path`` (rotating, owner-only) and optionally to stderr."""
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    fmt = logging.Formatter("%(asctime)s %(levelname)-8s %(name)s: %(message)s")
+    fmt = SafeFormatter("%(asctime)s %(levelname)-8s %(name)s: %(message)s")
     scrubber = ScrubSecrets()
     handlers: list[logging.Handler] = []
     if path is not None:

@@ -214,7 +214,7 @@ def test_audit_verify_names_the_first_tampered_row(tmp_path, monkeypatch, capsys
             monkeypatch.delenv(key)
     monkeypatch.setenv("QT_ESS_AUDIT_KEY", AUDIT_KEY)
     db = str(tmp_path / "ess.db")
-    assert main(["activate", "--db", db, "--reason", "desk halt", "--by", "alice"]) == 3
+    assert main(["activate", "--db", db, "--reason", "desk halt", "--by", "alice"]) == 0
     assert main(["reset", "--db", db, "--by", "alice", "--yes"]) == 1  # not flat: refused
     assert main(["reset", "--db", db, "--by", "alice", "--yes", "--override", "no book"]) == 0
     assert main(["audit", "--db", db, "--verify", "--json"]) == 0

@@ -111,7 +111,7 @@ def test_headless_activation_and_cli_leak_no_secret(fake_env, capsys):
         try:
             prefix = f"{socket.gethostname()}:{runner.pid}:"  # host:pid:random
             wait_until(lambda: [r[0].startswith(prefix) for r in query(db, "SELECT holder FROM lease")] == [True])
-            assert main(["activate", "--db", str(db), "--reason", "secret scan drill", "--by", "ops"]) == 3
+            assert main(["activate", "--db", str(db), "--reason", "secret scan drill", "--by", "ops"]) == 0
             wait_until(lambda: query(db, "SELECT 1 FROM audit WHERE action = 'flattened'"))
             assert main(["status", "--db", str(db), "--json"]) == 3
             assert main(["audit", "--db", str(db), "--verify", "--json"]) == 0

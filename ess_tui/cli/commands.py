@@ -1,0 +1,267 @@
+"""The subcommands of ``ess-tui``: each returns its exit code or raises CliError (one line).
+
+Every value printed that came from an operator, a venue or the database goes through
+:mod:`ess_tui.cli.safe`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ess_tui.cli.parser import CliError
+from ess_tui.cli.safe import NAME_LIMIT, TEXT_LIMIT, err, out, safe, safe_json
+from ess_tui.config import Settings
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_LATCHED = 3
+EXIT_UNAVAILABLE = 4
+
+
+def _store(path: Path, *, create: bool) -> Any:
+    from ess_tui.store.sqlite import SQLiteStore
+
+    return SQLiteStore(path, create=create)
+
+
+# --- init ---------------------------------------------------------------------------------------
+
+
+async def init(settings: Settings) -> int:
+    path = settings.db_path
+    if os.path.lexists(path):
+        raise CliError(f"{safe(path)} already exists: `init` never writes over a file "
+                       "(pick a new path, or use the database that is there)")
+    from ess_tui.store import sqlite as sqlite_store
+
+    init_database = getattr(sqlite_store, "init_database", None)
+    if init_database is not None:
+        result = init_database(path)
+        if inspect.isawaitable(result):
+            await result
+    else:  # compatibility until the store's init_database lands
+        store = _store(path, create=True)
+        try:
+            await store.load_state()
+        finally:
+            await store.close()
+    out(f"created {safe(path)}: a new ESS database, ARMED (trading allowed)")
+    return EXIT_OK
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+def _gate_decision(settings: Settings) -> Any:
+    """The trade gate's answer on this database, or None if the gate itself failed."""
+    try:
+        from ess_tui.gate import TradeGate
+
+        with TradeGate(settings.db_path) as gate:
+            return gate.check()
+    except Exception:  # noqa: BLE001 - the store's own reading stands
+        return None
+
+
+def _lease_view(lease: Any, decision: Any) -> dict[str, Any]:
+    """Whether an acting runner holds a live lease. The gate's verdict is the reference, so status
+    and the gate agree; the lease row's own expiry is the fallback (compatibility until the gate's
+    decision carries ``runner_live``)."""
+    holder = getattr(lease, "holder", None) if lease is not None else None
+    live: bool | None = None
+    if decision is not None and hasattr(decision, "runner_live"):
+        live = bool(decision.runner_live)
+        holder = getattr(decision, "holder", None) or holder
+    now = datetime.now(timezone.utc)
+    if live is None:
+        expires = getattr(lease, "expires_at", None)
+        live = bool(expires is not None and expires > now)
+    beat_at = getattr(lease, "heartbeat_at", None)
+    ago = max(0.0, (now - beat_at).total_seconds()) if beat_at is not None else None
+    return {"live": live and holder is not None, "holder": holder, "renewed_ago": ago}
+
+
+def runner_line(view: dict[str, Any]) -> str:
+    if view["live"]:
+        ago = view["renewed_ago"]
+        when = f", renewed {ago:.1f} s ago" if ago is not None else ""
+        return f"runner: {safe(view['holder'], NAME_LIMIT)} (lease live{when})"
+    if view["holder"]:
+        return (f"no ESS runner is watching this desk (the last lease, "
+                f"{safe(view['holder'], NAME_LIMIT)}, has expired)")
+    return "no ESS runner is watching this desk"
+
+
+async def status(settings: Settings, as_json: bool) -> int:
+    store = _store(settings.db_path, create=False)
+    try:
+        state = await store.load_state()
+        lease = await store.read_lease()
+    except Exception as exc:  # noqa: BLE001 - unknown state: blocked
+        reason = safe(str(exc) or type(exc).__name__)
+        if as_json:
+            out(json.dumps({"status": "unavailable", "trading_allowed": False, "reason": reason,
+                            "db": safe(settings.db_path)}))
+        else:
+            out(f"STATE UNAVAILABLE — trading blocked: {reason}")
+        return EXIT_UNAVAILABLE
+    finally:
+        await store.close()
+    decision = _gate_decision(settings)
+    view = _lease_view(lease, decision)
+    if not state.active and decision is not None and not decision.allowed:
+        # The store reads armed but the gate blocks (a latch on its second channel, a damaged
+        # file the gate sees): trading is blocked, and status says so rather than "armed".
+        reason = safe(getattr(decision, "reason", None) or "the trade gate answers blocked")
+        if as_json:
+            out(json.dumps(safe_json({"status": "unavailable", "trading_allowed": False,
+                                      "reason": reason, "db": str(settings.db_path),
+                                      "runner": view["holder"], "runner_live": view["live"]})))
+        else:
+            out(f"STATE UNAVAILABLE — trading blocked: the store reads armed but the trade gate "
+                f"answers blocked: {reason}")
+            out(runner_line(view))
+        return EXIT_UNAVAILABLE
+    info = {
+        "status": "latched" if state.active else "armed",
+        "trading_allowed": not state.active,
+        "reason": state.reason,
+        "since": state.timestamp.isoformat() if state.timestamp else None,
+        "activation_count": state.activation_count,
+        "last_reset_by": state.last_reset_by,
+        "runner": view["holder"],
+        "runner_live": view["live"],
+        "runner_renewed_ago_sec": round(view["renewed_ago"], 3) if view["renewed_ago"] is not None
+        else None,
+        "db": str(settings.db_path),
+    }
+    if as_json:
+        out(json.dumps(safe_json(info)))
+    else:
+        if state.active:
+            out(f"LATCHED since {safe(info['since'], 64)} — {safe(state.reason)} "
+                f"(activation #{int(state.activation_count)})")
+        else:
+            out(f"ARMED — trading allowed (activations so far: {int(state.activation_count)})")
+        out(runner_line(view))
+    return EXIT_LATCHED if state.active else EXIT_OK
+
+
+# --- activate -----------------------------------------------------------------------------------
+
+
+async def activate(settings: Settings, reason: str, by: str | None) -> int:
+    from ess_tui.engine.controller import EmergencyStopController, os_user
+    from ess_tui.engine.store import StoreError
+
+    if not safe(reason):
+        raise CliError("--reason is empty: say why the ESS is latched (it goes in the audit trail)")
+    if by is not None and not safe(by, NAME_LIMIT):
+        raise CliError("--by is empty: give the operator's name, or leave --by out for the OS user")
+    where = safe(settings.db_path)
+    try:
+        store = _store(settings.db_path, create=True)
+    except StoreError as exc:
+        raise CliError(f"could not write the latch to {where}: {safe(exc)}", EXIT_REFUSED) from None
+    lease = None
+    try:
+        controller = EmergencyStopController(store=store, acting=False, actor=by or os_user())
+        try:
+            state = await controller.latch(reason, source="cli")
+        except StoreError as exc:
+            raise CliError(f"could not write the latch to {where}: {safe(exc)}", EXIT_REFUSED) from None
+        if controller.not_durable or not state.active:
+            why = controller.not_durable or "the store did not record it"
+            raise CliError(f"could not write the latch to {where}: {safe(why)}", EXIT_REFUSED)
+        try:
+            lease = await store.read_lease()
+        except Exception:  # noqa: BLE001 - the latch is durable; the runner line is a courtesy
+            lease = None
+    finally:
+        await store.close()
+    out(f"LATCHED — {safe(state.reason)} (activation #{int(state.activation_count)})")
+    view = _lease_view(lease, _gate_decision(settings))
+    if view["live"]:
+        out(f"the runner {safe(view['holder'], NAME_LIMIT)} flattens within one check interval")
+    else:
+        err("warning: no ESS runner is watching this desk; start `ess-tui headless` "
+            "(or the control room) to flatten the venue")
+    return EXIT_OK
+
+
+# --- audit --------------------------------------------------------------------------------------
+
+
+def verification_line(verification: Any) -> str:
+    if verification.ok:
+        return f"audit chain OK: {int(verification.rows)} rows verified"
+    where = f" at row {verification.first_bad_seq}" if verification.first_bad_seq is not None else ""
+    problem = safe(getattr(verification, "problem", None) or "the trail does not verify")
+    return f"audit chain BROKEN{where}: {problem}"
+
+
+async def audit(settings: Settings, args: argparse.Namespace) -> int:
+    store = _store(settings.db_path, create=False)
+    try:
+        rows = await store.read_audit(args.limit or None, newest_first=True)
+        verification = await store.verify_audit() if args.verify else None
+    finally:
+        await store.close()
+    for row in rows:
+        if args.json:
+            out(json.dumps(safe_json({
+                "seq": row.seq, "at": row.at.isoformat(), "action": row.action, "actor": row.actor,
+                "reason": row.reason, "details": row.details, "hash": row.hash,
+            })))
+        else:
+            out(f"{int(row.seq):>6}  {row.at:%Y-%m-%d %H:%M:%S}Z  {safe(row.action, 18):<18} "
+                f"{safe(row.actor, NAME_LIMIT):<16} {safe(row.reason, TEXT_LIMIT)}")
+    if verification is not None:
+        out(verification_line(verification))
+        if not verification.ok:
+            return EXIT_REFUSED
+    return EXIT_OK
+
+
+# --- headless -----------------------------------------------------------------------------------
+
+
+async def headless(settings: Settings) -> int:
+    import signal
+
+    from ess_tui.runtime.assembly import Runtime
+
+    if not os.path.lexists(settings.db_path):
+        # A runner starting creates its database where no file exists (never over one), whatever
+        # the store's default for ``create``.
+        store = _store(settings.db_path, create=True)
+        try:
+            await store.load_state()
+        finally:
+            await store.close()
+    runtime = await Runtime.build(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await runtime.start()
+    log = logging.getLogger("ess_tui.headless")
+    log.warning("ESS running headless on %s, db %s, every %.2fs", runtime.venue_name,
+                settings.db_path, settings.check_interval)
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()
+    return EXIT_OK
