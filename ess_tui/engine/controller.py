@@ -269,7 +269,10 @@ class EmergencyStopController(ResetMixin, SyncMixin):
             raise FencedOut(f"activation #{activation} is no longer the latched one")
         if not self.acting and self._not_durable is None:
             raise FencedOut("this process no longer holds the runner lease")
-        if self.fence_hook is not None:
+        if self.fence_hook is not None and self._not_durable is None:
+            # A latch the store refused is known only here: the store's fence would call it
+            # "not latched" and stop the only flatten there is. Reduce-only closes of a latch no
+            # one else knows of are flattened regardless of the lease.
             await self.fence_hook(activation)
 
     async def _flatten(self) -> FlattenReport:
