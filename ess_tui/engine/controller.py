@@ -259,6 +259,7 @@ class EmergencyStopController(ResetMixin, SyncMixin):
             # refused it) is flattened here too: no one else knows of it, and reduce-only closes
             # cannot add risk even if another runner is flattening as well.
             return
+        self._flattener = None  # set by the task when it starts; counts are this flatten's
         self._flatten_task = asyncio.ensure_future(self._flatten())
 
     async def fence(self, activation: int) -> None:
