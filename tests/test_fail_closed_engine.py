@@ -487,3 +487,31 @@ def test_a_headless_runner_on_sqlite_re_asserts_a_latch_after_the_wal_is_deleted
         proc.wait(timeout=15)
         err.close()
     assert "store lost the latch" in (tmp_path / "runner.err").read_text(errors="replace")
+
+
+async def test_the_seed_store_adapter_fences_by_holder_epoch_and_activation():
+    store = SeedPolicyStoreAdapter(MemoryPolicyStore())
+    first = await store.acquire_lease("a", ttl_sec=5, at=None)
+    await store.latch("x", at=None, actor="ess")
+    await store.check_fence("a", first.epoch, 1)
+    with pytest.raises(FencedOut):
+        await store.check_fence("a", first.epoch, 2)  # not the latched activation
+    await store.release_lease("a")
+    second = await store.acquire_lease("b", ttl_sec=5, at=None)
+    assert second.epoch > first.epoch
+    with pytest.raises(FencedOut, match="no longer holds the lease"):
+        await store.check_fence("a", first.epoch, 1)
+    assert (await store.acquire_lease("b", ttl_sec=5, at=None)).beat == 1
+
+
+async def test_a_reset_made_by_another_process_on_a_shared_seed_store_is_not_undone():
+    """Re-asserting is for a store that *lost* the latch, not for one reset elsewhere: a second
+    process resetting through the same seed policy store (a shared key-value store) wins."""
+    shared = MemoryPolicyStore()
+    runner_side = EmergencyStopController(shared, None, None)
+    operator_side = EmergencyStopController(shared, None, None)
+    await runner_side.activate("desk halt")
+    await operator_side.refresh()
+    await operator_side.reset("alice")
+    await runner_side.refresh()
+    assert not runner_side.is_active and not shared.get("emergency_stop")["active"]

@@ -259,6 +259,7 @@ class EmergencyStopController(ResetMixin, SyncMixin):
             # refused it) is flattened here too: no one else knows of it, and reduce-only closes
             # cannot add risk even if another runner is flattening as well.
             return
+        self._flattener = None  # set by the task when it starts; counts are this flatten's
         self._flatten_task = asyncio.ensure_future(self._flatten())
 
     async def fence(self, activation: int) -> None:
@@ -267,7 +268,9 @@ class EmergencyStopController(ResetMixin, SyncMixin):
         and the runner's fence (the store's lease check, when a lease is held) agrees."""
         if not self._state.active or self._state.activation_count != activation:
             raise FencedOut(f"activation #{activation} is no longer the latched one")
-        if not self.acting and self._not_durable is None:
+        if self._not_durable is not None:
+            return  # a latch only this process knows of (the store refused it): no one else acts
+        if not self.acting:
             raise FencedOut("this process no longer holds the runner lease")
         if self.fence_hook is not None and self._not_durable is None:
             # A latch the store refused is known only here: the store's fence would call it

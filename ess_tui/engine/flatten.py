@@ -102,6 +102,9 @@ class Flattener:
         self.fence = fence
         #: Why the fence stopped this flatten (None: it did not).
         self.fenced: str | None = None
+        #: Totals of the passes finished so far (a flatten cut short by a reset reports these).
+        self.orders_canceled = 0
+        self.positions_closed = 0
         self.bus = bus
         self.retry = retry or RetryPolicy()
         self.still_latched = still_latched
@@ -167,6 +170,7 @@ class Flattener:
                 )
             canceled += report.orders_canceled
             closed += report.positions_closed
+            self.orders_canceled, self.positions_closed = canceled, closed
             done = (
                 report.flat is not False
                 or report.fatal

@@ -21,7 +21,12 @@ from ess_tui.engine.reset_policy import (
     make_guard,
     reset_details,
 )
-from ess_tui.engine.state import EmergencyResetEvent, EmergencyState, ResetEvent
+from ess_tui.engine.state import (
+    EmergencyResetEvent,
+    EmergencyState,
+    EmergencyStopEvent,
+    ResetEvent,
+)
 from ess_tui.engine.store import ResetGuard
 from ess_tui.engine.text import clean_text, os_user
 
@@ -66,7 +71,8 @@ class ResetMixin:
         this process saw while flattening the latched activation, then the newest flatten outcome
         in the store, decide.
         """
-        who = clean_text(reset_by, limit=120) if reset_by else os_user()
+        # No name (or one that is nothing once made safe): the OS user, as the seed records.
+        who = (clean_text(reset_by, limit=120) if reset_by else "") or os_user()
         boss = clean_text(approver, limit=120) if approver else None
         why_override = clean_text(override) if override else None
         text = clean_text(note) if note else None
@@ -123,6 +129,7 @@ class ResetMixin:
 
     async def _after_reset(self: EmergencyStopController, state: EmergencyState, who: str,
                            note: str | None, at: datetime) -> None:
+        previous = self._state
         self._generation += 1
         self._state = state
         self._unavailable = None
@@ -131,6 +138,17 @@ class ResetMixin:
         if task is not None and not task.done():
             task.cancel()
         self.resets_seen += 1
+        if task is not None and previous.active and self._stop_event_for != previous.activation_count:
+            # Reset before its flatten reported: the seed's bus still gets this activation's one
+            # emergency.stop (with what was done so far), and before the reset event.
+            self._stop_event_for = previous.activation_count
+            flattener = self._flattener
+            await self._publish_seed(EmergencyStopEvent(
+                reason=previous.reason or "Emergency stop",
+                timestamp=previous.timestamp or at,
+                positions_closed=flattener.positions_closed if flattener else 0,
+                orders_canceled=flattener.orders_canceled if flattener else 0,
+            ))
         await self._run_reset_hooks()
         log.warning("ESS reset by %s", who)
         self.bus.publish(ResetEvent(state, who, note))

@@ -26,6 +26,7 @@ from ess_tui.engine.state import EmergencyState, ESSStatus
 from ess_tui.engine.store import (
     AuditRecord,
     AuditVerification,
+    FencedOut,
     LatchResult,
     LeaseInfo,
     NotLatchedError,
@@ -73,6 +74,7 @@ class SeedPolicyStoreAdapter:
         self._rows: list[ChainRow] = []
         self._lock = asyncio.Lock()
         self._lease: LeaseInfo | None = None
+        self._epoch = 0
         self._last_reset_by: str | None = None
         self._last_reset_at: datetime | None = None
         self._change_seq = 0
@@ -266,8 +268,12 @@ class SeedPolicyStoreAdapter:
         who = entry_actor(holder)
         expires = when + timedelta(seconds=float(ttl_sec))
         previous = self._lease
-        acquired = previous.acquired_at if previous and previous.holder == who else when
-        self._lease = LeaseInfo(who, acquired, when, expires)
+        same = previous is not None and previous.holder == who
+        acquired = previous.acquired_at if same else when
+        if not same:
+            self._epoch += 1  # grows with every change of holder, a release in between too
+        beat = previous.beat + 1 if same and previous is not None else 0
+        self._lease = LeaseInfo(who, acquired, when, expires, epoch=self._epoch, beat=beat)
         if previous is None or previous.holder != who:
             self._append(at=when, action="lease_acquired", actor=who, reason=None,
                          details={"previous_holder": previous.holder if previous else None,
@@ -276,6 +282,21 @@ class SeedPolicyStoreAdapter:
 
     async def read_lease(self) -> LeaseInfo | None:
         return self._lease
+
+    async def check_fence(self, holder: str, epoch: int, activation: int | None) -> None:
+        """``FencedStore``: raise :class:`FencedOut` unless ``holder`` holds the lease at
+        ``epoch`` and ``activation`` (when given) is still the latched one."""
+        lease = self._lease
+        if lease is None or lease.holder != holder or lease.epoch != epoch:
+            raise FencedOut(
+                f"runner {holder} no longer holds the lease at epoch {epoch} "
+                f"(held by {lease.holder if lease else 'nobody'}"
+                f"{f' at epoch {lease.epoch}' if lease else ''})"
+            )
+        if activation is not None:
+            state = await self._read()
+            if not state.active or state.activation_count != activation:
+                raise FencedOut(f"activation #{activation} is no longer the latched one")
 
     async def release_lease(self, holder: str) -> None:
         if self._lease is not None and self._lease.holder == clean_text(holder, limit=200):

@@ -112,11 +112,19 @@ class SyncMixin:
         return self.state
 
     def _reset_since(self: EmergencyStopController, stored: EmergencyState) -> bool:
-        """Does ``stored`` record a reset of the activation we know is latched?"""
+        """Does ``stored`` record a reset of the activation we know is latched?
+
+        A reset on record is one at or after our latch, of our activation or a later one: its
+        ``last_reset_at``, or (a seed-shaped key, which carries no reset fields) the armed value's
+        own timestamp. A store that went back to an older count, or lost the value altogether
+        (count 0, no time), has *lost* the latch."""
         known = self._state
-        if stored.activation_count < known.activation_count or stored.last_reset_at is None:
+        if stored.activation_count < known.activation_count:
             return False
-        return known.timestamp is None or stored.last_reset_at >= known.timestamp
+        when = stored.last_reset_at or stored.timestamp
+        if when is None:
+            return False
+        return known.timestamp is None or when >= known.timestamp
 
     async def restore(self: EmergencyStopController) -> EmergencyState:
         """After a restart: load the latch and, if latched, resume flattening."""
