@@ -69,6 +69,16 @@ class TradeGate:
     answers blocked. Safe to share between threads (each thread gets its own connection).
     """
 
+    def __new__(cls, db_path: str | os.PathLike[str], **kwargs: object) -> TradeGate:
+        if isinstance(db_path, str) and db_path.strip().lower().startswith(
+                ("postgresql://", "postgres://")):
+            # A desk on PostgreSQL: the LISTENing gate, loaded only now (no driver otherwise).
+            from ess_tui.gate_pg import PGTradeGate
+
+            kwargs.pop("busy_timeout_sec", None)
+            return PGTradeGate(db_path, **kwargs)  # type: ignore[return-value,arg-type]
+        return super().__new__(cls)
+
     def __init__(self, db_path: str | os.PathLike[str], *, busy_timeout_sec: float = 0.1) -> None:
         self._path = os.path.abspath(os.path.expanduser(os.fspath(db_path)))
         self._uri = Path(self._path).as_uri() + "?mode=ro"

@@ -16,6 +16,7 @@ from ess_tui.engine.audit_chain import MODE_SHA256, ChainRow
 from ess_tui.engine.state import as_utc
 from ess_tui.engine.store import AuditRecord, AuditVerification, entry_at
 from ess_tui.store.postgres.connection import PGBase
+from ess_tui.store.postgres.url import redact
 
 AUDIT_COLUMNS = "seq, at, action, actor, reason, details, prev_hash, hash"
 
@@ -55,6 +56,19 @@ def with_details(details: Mapping[str, Any] | Any | None, **ours: Any) -> dict[s
     return base
 
 
+def redacted(value: Any, depth: int = 0) -> Any:
+    """``value`` with any password inside a database URL masked, in every string it holds."""
+    if isinstance(value, str):
+        return redact(value) if "://" in value else value
+    if depth > 10:
+        return value
+    if isinstance(value, Mapping):
+        return {k: redacted(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redacted(v, depth + 1) for v in value]
+    return value
+
+
 class AuditMixin(PGBase):
     async def _append(
         self, conn: Conn, *, at: datetime, action: str, actor: str, reason: str | None,
@@ -66,8 +80,10 @@ class AuditMixin(PGBase):
         if head is None:
             raise psycopg.DataError("the audit head row is missing: the database is damaged")
         last = (int(head[0]), str(head[1])) if int(head[0]) > 0 else None
-        row = audit_chain.next_row(last, at=at, action=action, actor=actor, reason=reason,
-                                   details=details, key=self._hash_key())
+        row = audit_chain.next_row(
+            last, at=at, action=action, actor=redact(actor),
+            reason=redact(reason) if reason is not None else None,
+            details=redacted(details) if details else details, key=self._hash_key())
         await conn.execute(
             f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
             (row.seq, row.at, row.action, row.actor, row.reason,

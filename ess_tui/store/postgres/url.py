@@ -71,8 +71,8 @@ class PGTarget:
                                "environment: export it (the password never goes in the URL)")
             self.password = value
         self.conninfo = urlunsplit(parts._replace(query=urlencode(rest)))
-        self.display = redact(urlunsplit(parts._replace(query=urlencode(
-            [(k, v) for k, v in query if k != "password"]))))
+        # Shown in reasons and logs: user@host:port/db only (no password, no parameters).
+        self.display = redact(urlunsplit(parts._replace(query="", fragment="")))
 
     def connect_kwargs(self) -> dict[str, str]:
         """Keyword arguments for ``psycopg.connect(self.conninfo, **kwargs)``."""
