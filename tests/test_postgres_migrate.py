@@ -100,3 +100,29 @@ async def test_missing_or_foreign_source_is_refused(tmp_path: Path, pg_url: str)
     sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
     with pytest.raises(MigrationError, match="not an ess-tui database"):
         await migrate_sqlite_to_postgres(other, pg_url, audit_key=None)
+
+
+def test_migrate_verb_exit_codes_and_no_password(tmp_path: Path, pg_cluster: PGCluster) -> None:
+    import asyncio
+    import subprocess
+    import sys
+
+    from pg_server import PASSWORD
+
+    db = tmp_path / "ess.db"
+    asyncio.run(make_sqlite(db))
+    target = pg_cluster.new_database()
+    with_pw = target.replace("postgres@", f"postgres:{PASSWORD}@").split("?")[0]
+    code = ("import sys\nfrom ess_tui.store.postgres.wiring import migrate_main\n"
+            "sys.exit(migrate_main(sys.argv[1], sys.argv[2]))\n")
+    ok = subprocess.run([sys.executable, "-c", code, str(db), with_pw], capture_output=True,
+                        text=True, timeout=60, env={**__import__("os").environ, "QT_ESS_AUDIT_KEY": ""})
+    assert ok.returncode == 0, ok.stderr
+    assert "4 audit rows (chain verified on arrival)" in ok.stdout and PASSWORD not in ok.stdout
+    again = subprocess.run([sys.executable, "-c", code, str(db), with_pw], capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 2 and "already holds" in again.stderr
+    assert PASSWORD not in again.stderr and again.stderr.count("\n") == 1
+    bad = subprocess.run([sys.executable, "-c", code, str(db), str(tmp_path / "x.db")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--to must be a postgresql:// URL" in bad.stderr

@@ -342,3 +342,23 @@ async def test_password_never_reaches_errors_or_the_audit_trail(pg_cluster: PGCl
         await down.load_state()
     assert PASSWORD not in str(info.value)
     await down.close()
+
+
+async def test_wiring_opens_the_right_store_and_init_keeps_an_existing_trail(
+        pg_cluster: PGCluster, tmp_path: Path) -> None:
+    from ess_tui.store.postgres.store import PostgresStore
+    from ess_tui.store.postgres.wiring import describe_db, init_postgres, open_store
+
+    url = pg_cluster.new_database()
+    assert isinstance(open_store(url), PostgresStore)
+    assert isinstance(open_store(tmp_path / "ess.db"), SQLiteStore)
+    assert "initialised the ESS store" in await init_postgres(url)
+    s = open_store(url, audit_key=None)
+    await s.latch("boom", at=T0, actor="risk")
+    await s.close()
+    assert "already exists" in await init_postgres(url)
+    s = open_store(url, audit_key=None)
+    assert (await s.load_state()).active
+    await s.close()
+    shown = describe_db(f"postgresql://ess:{PASSWORD}@db.example:5432/desk?password_env=X")
+    assert shown == "postgresql://ess:***@db.example:5432/desk"
