@@ -59,6 +59,7 @@ class PGTradeGate:
         self._interval = self.max_silence / 5
         self._connect_timeout = float(connect_timeout_sec or max(2.0, 2 * self.max_silence))
         self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._snap = _Snapshot(None, -1, time.monotonic(), "not connected yet")
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -125,9 +126,25 @@ class PGTradeGate:
 
     def _set(self, **changes: Any) -> None:
         old = self._snap
-        self._snap = _Snapshot(
+        new = _Snapshot(
             changes.get("decision", old.decision), changes.get("change_seq", old.change_seq),
             changes.get("heard", old.heard), changes.get("down", old.down))
+        self._snap = new
+        if new.decision != old.decision or new.down != old.down:
+            with self._changed:
+                self._changed.notify_all()
+
+    def wait_change(self, timeout: float) -> GateDecision:
+        """Wait up to ``timeout`` seconds for news (a latch, a reset, a lost connection), then
+        answer as :meth:`check` does. For a process that reacts to a latch at once instead of
+        polling; silence is judged at the moment of the answer, as always."""
+        if self._pid != os.getpid():
+            self._start()
+        snap = self._snap
+        with self._changed:
+            if self._snap is snap:
+                self._changed.wait(timeout)
+        return self.check()
 
     async def _serve(self) -> None:
         while not self._stopping:

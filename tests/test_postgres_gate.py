@@ -21,8 +21,9 @@ from pg_server import PASSWORD, PGCluster, own_cluster, pg_cluster, pg_url  # no
 pytestmark = pytest.mark.slow
 
 MAX_SILENCE = 1.0
-#: How late a gate *process* may report an answer that changed: its loop polls check() every
-#: 0.5 ms and shares two cores with everything else. The gate's own bound is MAX_SILENCE.
+#: How late a gate *process* may report an answer that changed: silence has no event, so its loop
+#: looks at check() every 20 ms, on two cores shared with everything else. The gate's own bound
+#: is MAX_SILENCE.
 OBSERVE = 0.25
 
 

@@ -11,7 +11,8 @@ throwaway cluster started for the run (needs the PostgreSQL server binaries). Th
 share this host's monotonic clock, so their flip times compare directly with the latcher's.
 
 Also the gate worker the multi-process tests use: ``python -m ess_tui.bench.desk_pg gate URL``
-prints ``ready``, then one line ``<monotonic> <0|1> <reason>`` each time the answer changes.
+prints ``ready``, then one line ``<monotonic> <0|1> <reason>`` each time the answer changes
+(it waits in ``wait_change(poll)`` and reports what ``check()`` answers).
 """
 
 from __future__ import annotations
@@ -56,13 +57,12 @@ def gate_worker(url: str, *, max_silence: float, poll: float, checks: int = 0) -
     last: tuple[bool, str] | None = None
     try:
         while True:
-            d = gate.check()
+            d = gate.wait_change(poll)
             now = time.monotonic()
             key = (d.allowed, (d.reason or "").split(" for ")[0])
             if key != last:
                 last = key
                 print(f"{now:.6f} {int(d.allowed)} {d.reason or ''}", flush=True)
-            time.sleep(poll)
     except (KeyboardInterrupt, BrokenPipeError):
         return 0
 
@@ -70,7 +70,7 @@ def gate_worker(url: str, *, max_silence: float, poll: float, checks: int = 0) -
 class GateProcess:
     """A gate worker and the answers it reported, read by a thread."""
 
-    def __init__(self, url: str, *, max_silence: float = 1.0, poll: float = 0.0005,
+    def __init__(self, url: str, *, max_silence: float = 1.0, poll: float = 0.02,
                  env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ess_tui.bench.desk_pg", "gate", url,
@@ -191,7 +191,8 @@ def run(ctx: Any) -> Any:
         result.add(Figure.from_samples(
             f"latch → all {n_gates} gate processes blocked", "ms", heard, goal=goals["heard"],
             note="latch() call to the last gate process's check() answering blocked "
-                 "(NOTIFY carries the state; gates poll check() every 0.5 ms)"))
+                 "(NOTIFY carries the state; each gate process waits in gate.wait_change(), "
+                 "then check())"))
         result.add(Figure.from_samples(
             f"commit → all {n_gates} gate processes blocked", "ms", after,
             note="latch() returned to the last gate blocked: the NOTIFY's own travel"))
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("gate", help="a gate process: report every change of answer")
     g.add_argument("url")
     g.add_argument("--max-silence", type=float, default=1.0)
-    g.add_argument("--poll", type=float, default=0.0005)
+    g.add_argument("--poll", type=float, default=0.02)
     g.add_argument("--checks", type=int, default=0)
     r = sub.add_parser("run", help="run the scenario and print its figures")
     r.add_argument("--quick", action="store_true")

@@ -70,6 +70,26 @@ def redacted(value: Any, depth: int = 0) -> Any:
 
 
 class AuditMixin(PGBase):
+    def _chain(
+        self, last: tuple[int, str] | None, *, at: datetime, action: str, actor: str,
+        reason: str | None, details: Mapping[str, Any] | None,
+    ) -> ChainRow:
+        """The row that follows ``last`` ((seq, hash) of the head, None when empty)."""
+        return audit_chain.next_row(
+            last, at=at, action=action, actor=redact(actor),
+            reason=redact(reason) if reason is not None else None,
+            details=redacted(details) if details else details, key=self._hash_key())
+
+    async def _write_row(self, conn: Conn, row: ChainRow) -> None:
+        """Queue the row's INSERT and the head's UPDATE (inside the caller's transaction; the
+        head row must already be locked by it)."""
+        await conn.execute(
+            f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (row.seq, row.at, row.action, row.actor, row.reason,
+             audit_chain.canonical_json(row.details), row.prev_hash, row.hash))
+        await conn.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1",
+                           (row.seq, row.hash))
+
     async def _append(
         self, conn: Conn, *, at: datetime, action: str, actor: str, reason: str | None,
         details: Mapping[str, Any] | None,
@@ -80,16 +100,9 @@ class AuditMixin(PGBase):
         if head is None:
             raise psycopg.DataError("the audit head row is missing: the database is damaged")
         last = (int(head[0]), str(head[1])) if int(head[0]) > 0 else None
-        row = audit_chain.next_row(
-            last, at=at, action=action, actor=redact(actor),
-            reason=redact(reason) if reason is not None else None,
-            details=redacted(details) if details else details, key=self._hash_key())
-        await conn.execute(
-            f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (row.seq, row.at, row.action, row.actor, row.reason,
-             audit_chain.canonical_json(row.details), row.prev_hash, row.hash))
-        await conn.execute("UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1",
-                           (row.seq, row.hash))
+        row = self._chain(last, at=at, action=action, actor=actor, reason=reason,
+                          details=details)
+        await self._write_row(conn, row)
         return row
 
     async def audit(

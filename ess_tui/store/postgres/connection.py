@@ -137,10 +137,10 @@ class PGBase:
                 self._pool = pool
         return self._pool
 
-    async def _run(self, op: Op[T], *, write: bool = True) -> T:
+    async def _run(self, op: Op[T], *, write: bool = True, pipeline: bool = False) -> T:
         """Run ``op`` in one transaction on a pooled connection, in its own task: cancelling
         the caller does not cut a transaction in half."""
-        task = asyncio.ensure_future(self._transaction(op, write))
+        task = asyncio.ensure_future(self._transaction(op, write, pipeline))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return await asyncio.shield(task)
@@ -150,13 +150,19 @@ class PGBase:
         if not task.cancelled():
             task.exception()
 
-    async def _transaction(self, op: Op[T], write: bool) -> T:
+    async def _transaction(self, op: Op[T], write: bool, pipeline: bool) -> T:
+        """``pipeline``: run in pipeline mode, so BEGIN travels with the first query and the
+        queued writes with COMMIT (the latch costs three round trips, not ten)."""
         try:
             pool = await self._ensure_pool()
             async with pool.connection() as conn:
                 started = time.perf_counter()
-                async with conn.transaction():
-                    result = await op(conn)
+                if pipeline:
+                    async with conn.pipeline(), conn.transaction():
+                        result = await op(conn)
+                else:
+                    async with conn.transaction():
+                        result = await op(conn)
                 if write:
                     self.write_latency_ms = (time.perf_counter() - started) * 1000
                 return result

@@ -35,7 +35,10 @@ class OutboxMixin(LeaseMixin):
     async def _enqueue(
         self, conn: Conn, kind: str, *, level: str, key: str, payload: dict[str, Any] | None,
         activation: int | None, at: datetime, audit_seq: int | None = None,
+        queued: bool = False,
     ) -> int | None:
+        """Insert the event; its id, or None when the key exists. ``queued``: in pipeline mode,
+        do not wait for the id (None)."""
         if level not in LEVELS:
             raise ValueError(f"outbox level must be one of {', '.join(LEVELS)}, not {level!r}")
         cur = await conn.execute(
@@ -43,6 +46,8 @@ class OutboxMixin(LeaseMixin):
             "VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s) ON CONFLICT (key) DO NOTHING RETURNING id",
             (clean_text(kind, limit=100), level, clean_text(key, limit=300), as_utc(at),
              json.dumps(safe_details(payload)), activation, audit_seq))
+        if queued:
+            return None
         row = await cur.fetchone()
         return int(row[0]) if row else None
 

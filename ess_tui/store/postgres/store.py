@@ -99,6 +99,18 @@ class PostgresStore(OutboxMixin):
         cur = await conn.execute(sql)
         return self._state(await cur.fetchone())
 
+    async def _lock_state_and_head(
+        self, conn: Conn
+    ) -> tuple[EmergencyState, int, tuple[int, str] | None]:
+        """Lock the state row and the audit chain's head in one statement (one round trip)."""
+        cur = await conn.execute(
+            f"SELECT {STATE_COLUMNS}, h.seq, h.hash FROM state s CROSS JOIN audit_head h "
+            "WHERE s.id = 1 AND h.id = 1 FOR UPDATE")
+        row = await cur.fetchone()
+        state, seq = self._state(row[:7] if row else None)
+        last = (int(row[7]), str(row[8])) if int(row[7]) > 0 else None
+        return state, seq, last
+
     async def _publish(self, conn: Conn, state: EmergencyState, change_seq: int,
                        at: datetime) -> None:
         await conn.execute(_UPSERT_POLICY_SQL, (
@@ -132,31 +144,33 @@ class PostgresStore(OutboxMixin):
         who = entry_actor(actor)
 
         async def op(conn: Conn) -> LatchResult:
-            state, seq = await self._read_state(conn, lock=True)
+            state, seq, last = await self._lock_state_and_head(conn)
             if state.active:
-                await self._append(conn, at=when, action="extra_trigger", actor=who, reason=why,
-                                   details=with_details(details, latched_reason=state.reason,
-                                                        activation_count=state.activation_count))
+                row = self._chain(last, at=when, action="extra_trigger", actor=who, reason=why,
+                                  details=with_details(details, latched_reason=state.reason,
+                                                       activation_count=state.activation_count))
+                await self._write_row(conn, row)
                 return LatchResult(state, False)
             new = EmergencyState(
                 status=ESSStatus.ACTIVE, reason=why, timestamp=when,
                 activation_count=state.activation_count + 1,
                 last_reset_by=state.last_reset_by, last_reset_at=state.last_reset_at)
+            row = self._chain(last, at=when, action="activate", actor=who, reason=why,
+                              details=with_details(details, activation_count=new.activation_count))
+            # Queued (pipeline mode): they travel to the server together with COMMIT.
             await conn.execute(
                 "UPDATE state SET active = true, reason = %s, since = %s, activation_count = %s, "
                 "change_seq = change_seq + 1 WHERE id = 1", (why, when, new.activation_count))
-            await self._publish(conn, new, seq + 1, when)
-            row = await self._append(conn, at=when, action="activate", actor=who, reason=why,
-                                     details=with_details(details,
-                                                          activation_count=new.activation_count))
+            await self._write_row(conn, row)
             await self._enqueue(
                 conn, "latched", level="critical", key=f"latched:{new.activation_count}",
                 payload={"reason": why, "actor": who, "since": when,
                          "activation_count": new.activation_count},
-                activation=new.activation_count, at=when, audit_seq=row.seq)
+                activation=new.activation_count, at=when, audit_seq=row.seq, queued=True)
+            await self._publish(conn, new, seq + 1, when)
             return LatchResult(new, True)
 
-        return await self._run(op)
+        return await self._run(op, pipeline=True)
 
     async def unlatch(
         self, reset_by: str, *, at: datetime | None = None, note: str | None = None,
@@ -170,13 +184,17 @@ class PostgresStore(OutboxMixin):
         who = entry_actor(reset_by)
         why = clean_text(note) if note else None
 
+        last: tuple[int, str] | None = None
+
         async def refuse(conn: Conn, kind: str, reason: str) -> tuple[str, str]:
-            await self._append(conn, at=when, action="reset_refused", actor=who, reason=reason,
-                               details=with_details(details, note=why))
+            row = self._chain(last, at=when, action="reset_refused", actor=who, reason=reason,
+                              details=with_details(details, note=why))
+            await self._write_row(conn, row)
             return (kind, reason)
 
         async def op(conn: Conn) -> EmergencyState | tuple[str, str]:
-            state, seq = await self._read_state(conn, lock=True)
+            nonlocal last
+            state, seq, last = await self._lock_state_and_head(conn)
             if not state.active:
                 return await refuse(conn, "not_latched", "not latched")
             if expected_activation is not None and expected_activation != state.activation_count:
@@ -198,23 +216,24 @@ class PostgresStore(OutboxMixin):
             new = EmergencyState(
                 status=ESSStatus.INACTIVE, reason=None, timestamp=when,
                 activation_count=state.activation_count, last_reset_by=who, last_reset_at=when)
-            await conn.execute(
-                "UPDATE state SET active = false, reason = NULL, since = %s, last_reset_by = %s, "
-                "last_reset_at = %s, change_seq = change_seq + 1 WHERE id = 1", (when, who, when))
-            await self._publish(conn, new, seq + 1, when)
-            row = await self._append(
-                conn, at=when, action="reset", actor=who, reason=why,
+            row = self._chain(
+                last, at=when, action="reset", actor=who, reason=why,
                 details=with_details(details, previous_reason=state.reason,
                                      latched_since=state.timestamp,
                                      activation_count=state.activation_count))
+            await conn.execute(
+                "UPDATE state SET active = false, reason = NULL, since = %s, last_reset_by = %s, "
+                "last_reset_at = %s, change_seq = change_seq + 1 WHERE id = 1", (when, who, when))
+            await self._write_row(conn, row)
             await self._enqueue(
                 conn, "reset", level="warning", key=f"reset:{state.activation_count}",
                 payload={"reset_by": who, "note": why, "previous_reason": state.reason,
                          "activation_count": state.activation_count},
-                activation=state.activation_count, at=when, audit_seq=row.seq)
+                activation=state.activation_count, at=when, audit_seq=row.seq, queued=True)
+            await self._publish(conn, new, seq + 1, when)
             return new
 
-        result = await self._run(op)
+        result = await self._run(op, pipeline=True)
         if isinstance(result, tuple):
             kind, reason = result
             if kind == "not_latched":
