@@ -233,3 +233,58 @@ def test_gate_role_with_select_only_obeys(pg_cluster: PGCluster) -> None:
         assert gate.check().reason == "ESS active: manual stop"
     finally:
         gate.close()
+
+
+RUNNER = """
+import asyncio, sys
+from ess_tui.engine.state import utcnow
+from ess_tui.engine.store import FencedOut
+from ess_tui.store.postgres import PostgresStore
+
+async def main():
+    s = PostgresStore(sys.argv[1], audit_key=None)
+    lease = await s.acquire_lease("host-a:runner", ttl_sec=float(sys.argv[2]), at=utcnow())
+    print(lease.holder, lease.epoch, flush=True)
+    await asyncio.to_thread(sys.stdin.readline)   # paused here (SIGSTOP), then told to go on
+    try:
+        await s.check_fence("host-a:runner", lease.epoch, 1)
+        print("SEND", flush=True)
+    except FencedOut as exc:
+        print("FENCED", exc, flush=True)
+    await s.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_paused_runner_is_fenced_after_a_takeover(pg_url: str) -> None:
+    """Split brain: runner A holds the lease and is SIGSTOPped; B takes the lease once it
+    expired (by the server's clock); A wakes up and its fence check refuses to send."""
+    from ess_tui.engine.store import FencedOut
+    from ess_tui.engine.state import utcnow
+
+    store_call(pg_url, "latch", "boom", actor="risk")
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, pg_url, "0.5"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        holder, epoch = proc.stdout.readline().split()
+        assert holder == "host-a:runner"
+        os.kill(proc.pid, signal.SIGSTOP)
+        held = store_call(pg_url, "acquire_lease", "host-b:runner", ttl_sec=5, at=utcnow())
+        assert held.holder == "host-a:runner", "a live lease is not taken over"
+        time.sleep(0.8)
+        b = store_call(pg_url, "acquire_lease", "host-b:runner", ttl_sec=5, at=utcnow())
+        assert b.holder == "host-b:runner" and b.epoch == int(epoch) + 1
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        answer = proc.stdout.readline()
+        assert answer.startswith("FENCED") and "host-b:runner holds it" in answer, answer
+        store_call(pg_url, "check_fence", "host-b:runner", b.epoch, 1)  # B may act
+        with pytest.raises(FencedOut):
+            store_call(pg_url, "check_fence", "host-a:runner", int(epoch), 1)
+    finally:
+        with suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+        proc.wait(10)
