@@ -73,10 +73,11 @@ class TradeGate:
         if isinstance(db_path, str) and db_path.strip().lower().startswith(
                 ("postgresql://", "postgres://")):
             # A desk on PostgreSQL: the LISTENing gate, loaded only now (no driver otherwise).
-            from ess_tui.gate_pg import PGTradeGate
+            from ess_tui.store.postgres.gate import PGTradeGate
 
             kwargs.pop("busy_timeout_sec", None)
-            return PGTradeGate(db_path, **kwargs)  # type: ignore[return-value,arg-type]
+            return PGTradeGate(db_path, decision_type=GateDecision,  # type: ignore[return-value]
+                               **kwargs)  # type: ignore[arg-type]
         return super().__new__(cls)
 
     def __init__(self, db_path: str | os.PathLike[str], *, busy_timeout_sec: float = 0.1) -> None:

@@ -1,7 +1,7 @@
 """The ESS store on PostgreSQL, for a desk whose processes run on several hosts.
 
 ``PostgresStore`` (psycopg 3 and its pool) implements the same store protocol as the SQLite file;
-:mod:`ess_tui.gate_pg` is the trade gate that LISTENs for latch and reset. Importing this package
+:mod:`ess_tui.store.postgres.gate` is the trade gate that LISTENs for latch and reset. Importing this package
 imports no driver: ``PostgresStore`` is loaded on first use.
 """
 

@@ -1,7 +1,9 @@
 """The trade gate for a desk on PostgreSQL: ``TradeGate("postgresql://gate@host/desk")``.
 
 ``ess_tui.gate`` loads this module only for a ``postgresql://`` URL, so a gate on a SQLite file
-never imports a PostgreSQL driver.
+never imports a PostgreSQL driver. It hands in its ``GateDecision`` class (``decision_type``), so
+the answers are the same type as a SQLite gate's and this module never imports the gate (the
+arrows point down: gate -> store).
 
 One background thread per gate keeps one autocommit connection that ``LISTEN``s on the ESS
 channel (a connection of its own: notifications need it idle, psycopg issue #340). Latch and reset
@@ -27,11 +29,23 @@ from typing import Any
 
 import psycopg
 
-from ess_tui.gate import GateDecision
 from ess_tui.store.postgres.schema import SCHEMA_VERSION, STATE_COLUMNS, too_new
 from ess_tui.store.postgres.url import PGTarget, quote_ident, redact
 
 __all__ = ["PGTradeGate"]
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The same fields as ``ess_tui.gate.GateDecision``, used when none is handed in."""
+
+    allowed: bool
+    reason: str | None = None
+    activation_count: int | None = None
+    since: datetime | None = None
+
+    def __bool__(self) -> bool:
+        return self.allowed
 
 _STATE_SQL = (f"SELECT (SELECT value FROM meta WHERE key = 'schema_version'), {STATE_COLUMNS} "
               "FROM state WHERE id = 1")
@@ -41,7 +55,7 @@ _STATE_SQL = (f"SELECT (SELECT value FROM meta WHERE key = 'schema_version'), {S
 class _Snapshot:
     """What the gate knows, replaced whole (one attribute write, safe across threads)."""
 
-    decision: GateDecision | None   # None: nothing read yet
+    decision: Any                   # a GateDecision; None: nothing read yet
     change_seq: int
     heard: float                    # monotonic time the server last answered
     down: str | None = None         # why the connection is down (None while it is up)
@@ -51,8 +65,10 @@ class PGTradeGate:
     """Answers "may this process trade now?" from memory, kept current by LISTEN/NOTIFY."""
 
     def __init__(self, url: str, *, max_silence: float = 1.0,
-                 connect_timeout_sec: float | None = None) -> None:
+                 connect_timeout_sec: float | None = None,
+                 decision_type: type[Any] = GateDecision) -> None:
         self._target = PGTarget(url)
+        self._D = decision_type
         if not max_silence or max_silence <= 0:
             raise ValueError("max_silence must be a positive number of seconds")
         self.max_silence = float(max_silence)
@@ -77,7 +93,7 @@ class PGTradeGate:
     # --- the check (hot path: memory only) ------------------------------------------------
 
     def check(self, venue: str | None = None, strategy: str | None = None,
-              reduce_only: bool = False) -> GateDecision:
+              reduce_only: bool = False) -> Any:
         """Allowed, or blocked with the reason. Never raises for a database problem.
 
         The latch on PostgreSQL is desk-wide: it covers every venue and strategy."""
@@ -94,8 +110,8 @@ class PGTradeGate:
             return self._unreachable(silent, "the state has not been read yet")
         return snap.decision
 
-    def _unreachable(self, silent: float, why: str) -> GateDecision:
-        return GateDecision(False, f"ESS store unreachable for {silent:.1f} s, trading blocked: "
+    def _unreachable(self, silent: float, why: str) -> Any:
+        return self._D(False, f"ESS store unreachable for {silent:.1f} s, trading blocked: "
                                    f"{why} ({self._target.display})")
 
     # --- the listening thread -------------------------------------------------------------
@@ -134,7 +150,7 @@ class PGTradeGate:
             with self._changed:
                 self._changed.notify_all()
 
-    def wait_change(self, timeout: float) -> GateDecision:
+    def wait_change(self, timeout: float) -> Any:
         """Wait up to ``timeout`` seconds for news (a latch, a reset, a lost connection), then
         answer as :meth:`check` does. For a process that reacts to a latch at once instead of
         polling; silence is judged at the moment of the answer, as always."""
@@ -198,9 +214,9 @@ class PGTradeGate:
         self._set(decision=decision, change_seq=seq, heard=now, down=None)
         self._ready.set()
 
-    def _decide_row(self, row: Any) -> tuple[GateDecision, int]:
+    def _decide_row(self, row: Any) -> tuple[Any, int]:
         if row is None:
-            return GateDecision(False, "ESS state unavailable, trading blocked: the ESS state row "
+            return self._D(False, "ESS state unavailable, trading blocked: the ESS state row "
                                 "is missing; restore the database from a backup"), -1
         version, active, reason, since, count, _by, _at, seq = row
         try:
@@ -209,19 +225,18 @@ class PGTradeGate:
             found = -1
         if found > SCHEMA_VERSION or found < 1:
             why = too_new(found) if found > SCHEMA_VERSION else "unreadable schema version"
-            return GateDecision(False, f"ESS state unavailable, trading blocked: {why}"), int(seq)
+            return self._D(False, f"ESS state unavailable, trading blocked: {why}"), int(seq)
         return self._decision(active, reason, since, count), int(seq)
 
-    @staticmethod
-    def _decision(active: object, reason: object, since: datetime | None,
-                  count: object) -> GateDecision:
+    def _decision(self, active: object, reason: object, since: datetime | None,
+                  count: object) -> Any:
         count_value = int(count) if isinstance(count, int) else None
         if active is False:
-            return GateDecision(True, None, count_value, since)
+            return self._D(True, None, count_value, since)
         if active is True:
             text = reason if isinstance(reason, str) and reason else "(no reason recorded)"
-            return GateDecision(False, f"ESS active: {text}", count_value, since)
-        return GateDecision(False, f"ESS state unavailable, trading blocked: state.active = "
+            return self._D(False, f"ESS active: {text}", count_value, since)
+        return self._D(False, f"ESS state unavailable, trading blocked: state.active = "
                                    f"{active!r}; the database is damaged")
 
     def _apply(self, payload: str) -> bool:
@@ -233,7 +248,7 @@ class PGTradeGate:
             decision = self._decision(data["active"], data.get("reason"), since,
                                       data.get("activation_count"))
         except (ValueError, KeyError, TypeError):
-            self._set(decision=GateDecision(False, "ESS state unavailable, trading blocked: "
+            self._set(decision=self._D(False, "ESS state unavailable, trading blocked: "
                                             "an unreadable notification; re-reading"))
             return False
         now = time.monotonic()
