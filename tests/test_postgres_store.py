@@ -24,7 +24,9 @@ from ess_tui.engine.store import (
 )
 from ess_tui.store.sqlite import SQLiteStore
 
-from pg_server import PASSWORD, PASSWORD_ENV, PGCluster, pg_cluster, pg_url  # noqa: F401
+from pg_server import (  # noqa: F401 - fixtures
+    PASSWORD, PASSWORD_ENV, PGCluster, own_cluster, pg_cluster, pg_url,
+)
 
 T0 = datetime(2026, 1, 5, 9, 0, 0, tzinfo=timezone.utc)
 
@@ -387,3 +389,36 @@ async def test_concurrent_latches_from_many_connections_make_one_activation(
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_store_fails_closed_while_the_server_is_down_and_recovers(
+        own_cluster: PGCluster) -> None:
+    """One store object across a kill -9 of the server: reads and writes raise
+    StoreUnavailable (never "armed"), and the same object works again after the restart."""
+    from ess_tui.store.postgres import PostgresStore
+
+    url = own_cluster.new_database()
+    s = PostgresStore(url, audit_key=None, connect_timeout_sec=2)
+    try:
+        await s.latch("before", at=T0, actor="risk")
+        await s.unlatch("alice", at=T0 + timedelta(seconds=1))
+        own_cluster.kill9()
+        with pytest.raises(StoreUnavailable, match="unreachable|PostgreSQL error|no connection"):
+            await s.load_state()
+        with pytest.raises(StoreUnavailable):
+            await s.latch("during", at=T0 + timedelta(seconds=2), actor="risk")
+        own_cluster.start()
+        deadline = asyncio.get_running_loop().time() + 15
+        while True:
+            try:
+                result = await s.latch("after", at=T0 + timedelta(seconds=3), actor="risk")
+                break
+            except StoreUnavailable:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        assert result.new and result.state.activation_count == 2
+        verdict = await s.verify_audit()
+        assert verdict.ok and verdict.rows == 3
+    finally:
+        await s.close()
