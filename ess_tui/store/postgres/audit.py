@@ -129,7 +129,7 @@ class AuditMixin(PGBase):
                 f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq DESC LIMIT %s", (count,))
             return [record(chain_row(tuple(r))) for r in await cur.fetchall()]
 
-        records = await self._run(op, write=False)
+        records = await self._run(op, write=False, txn=False)
         return records if newest_first else records[::-1]
 
     async def verify_audit(self) -> AuditVerification:

@@ -137,10 +137,11 @@ class PGBase:
                 self._pool = pool
         return self._pool
 
-    async def _run(self, op: Op[T], *, write: bool = True, pipeline: bool = False) -> T:
+    async def _run(self, op: Op[T], *, write: bool = True, pipeline: bool = False,
+                   txn: bool = True) -> T:
         """Run ``op`` in one transaction on a pooled connection, in its own task: cancelling
         the caller does not cut a transaction in half."""
-        task = asyncio.ensure_future(self._transaction(op, write, pipeline))
+        task = asyncio.ensure_future(self._transaction(op, write, pipeline, txn))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return await asyncio.shield(task)
@@ -150,9 +151,10 @@ class PGBase:
         if not task.cancelled():
             task.exception()
 
-    async def _transaction(self, op: Op[T], write: bool, pipeline: bool) -> T:
+    async def _transaction(self, op: Op[T], write: bool, pipeline: bool, txn: bool) -> T:
         """``pipeline``: run in pipeline mode, so BEGIN travels with the first query and the
-        queued writes with COMMIT (the latch costs three round trips, not ten)."""
+        queued writes with COMMIT (the latch costs three round trips, not ten). ``txn=False``
+        is for a read of one statement (autocommit: no BEGIN/COMMIT round trips)."""
         try:
             pool = await self._ensure_pool()
             async with pool.connection() as conn:
@@ -160,9 +162,11 @@ class PGBase:
                 if pipeline:
                     async with conn.pipeline(), conn.transaction():
                         result = await op(conn)
-                else:
+                elif txn:
                     async with conn.transaction():
                         result = await op(conn)
+                else:
+                    result = await op(conn)
                 if write:
                     self.write_latency_ms = (time.perf_counter() - started) * 1000
                 return result

@@ -91,7 +91,7 @@ class LeaseMixin(AuditMixin):
             row = await cur.fetchone()
             return _info(row) if row else None
 
-        return await self._run(op, write=False)
+        return await self._run(op, write=False, txn=False)
 
     async def release_lease(self, holder: str) -> None:
         """Give the lease up if ``holder`` has it (audited); otherwise do nothing."""
@@ -119,7 +119,7 @@ class LeaseMixin(AuditMixin):
                 "WHERE s.id = 1", (RUNNER_LEASE,))
             return await cur.fetchone()
 
-        row = await self._run(op, write=False)
+        row = await self._run(op, write=False, txn=False)
         if row is None:
             raise FencedOut("the ESS state row is missing: nothing may be sent")
         lease_holder, lease_epoch, live, active, count = row

@@ -75,7 +75,7 @@ class OutboxMixin(LeaseMixin):
                 (sink, as_utc(now), max(0, int(limit))))
             return [_event(r) for r in await cur.fetchall()]
 
-        return await self._run(op, write=False)
+        return await self._run(op, write=False, txn=False)
 
     async def mark_delivered(self, event_id: int, sink: str, *, at: datetime) -> None:
         async def op(conn: Conn) -> None:
@@ -112,4 +112,4 @@ class OutboxMixin(LeaseMixin):
             return [SinkDelivery(int(r[0]), r[1], int(r[2]), r[3], r[4], r[5])
                     for r in await cur.fetchall()]
 
-        return await self._run(op, write=False)
+        return await self._run(op, write=False, txn=False)

@@ -123,14 +123,14 @@ class PostgresStore(OutboxMixin):
         async def op(conn: Conn) -> EmergencyState:
             return (await self._read_state(conn))[0]
 
-        return await self._run(op, write=False)
+        return await self._run(op, write=False, txn=False)
 
     async def change_seq(self) -> int:
         """A number that goes up on every latch and reset, by any process on any host."""
         async def op(conn: Conn) -> int:
             return (await self._read_state(conn))[1]
 
-        return await self._run(op, write=False)
+        return await self._run(op, write=False, txn=False)
 
     # --- latch and reset -------------------------------------------------------------------
 
@@ -261,7 +261,7 @@ class PostgresStore(OutboxMixin):
                 raise StoreUnavailable(f"policy key {key!r} on {self.url} does not hold an object")
             return row[0]
 
-        return await self._run(op, write=False)
+        return await self._run(op, write=False, txn=False)
 
     async def set_policy(
         self, key: str, value: dict[str, Any], *, audit: bool = False, actor: str | None = None
