@@ -290,3 +290,16 @@ def test_a_paused_runner_is_fenced_after_a_takeover(pg_url: str) -> None:
             os.kill(proc.pid, signal.SIGCONT)
         proc.kill()
         proc.wait(10)
+
+
+def test_desk_bench_scenario_runs_quick(pg_url: str, tmp_path, monkeypatch) -> None:
+    from ess_tui.bench import desk_pg
+    from ess_tui.bench.world import BenchContext
+
+    monkeypatch.setenv(desk_pg.URL_ENV, pg_url)
+    result = desk_pg.run(BenchContext(quick=True, workdir=tmp_path))
+    names = [f.name for f in result.figures]
+    assert names == ["latch → all 3 gate processes blocked", "commit → all 3 gate processes blocked",
+                     "trigger → durable latch on PostgreSQL", "check() from memory, gate process"]
+    assert all(f.error is None and f.n > 0 and f.median is not None for f in result.figures)
+    assert result.figures[-1].p99 < 1000, "a check from memory does not take a millisecond"
