@@ -81,6 +81,11 @@ class PGBase:
         return self._target.display
 
     @property
+    def path(self) -> str:
+        """Where the store lives, as it may be shown (the URL without a password)."""
+        return self._target.display
+
+    @property
     def schema(self) -> str:
         return self._target.schema
 
