@@ -303,3 +303,33 @@ def test_desk_bench_scenario_runs_quick(pg_url: str, tmp_path, monkeypatch) -> N
                      "trigger → durable latch on PostgreSQL", "check() from memory, gate process"]
     assert all(f.error is None and f.n > 0 and f.median is not None for f in result.figures)
     assert result.figures[-1].p99 < 1000, "a check from memory does not take a millisecond"
+
+
+def test_an_unreadable_notification_blocks_until_the_row_is_read_again(
+        pg_url: str, pg_cluster: PGCluster) -> None:
+    """A hostile NOTIFY on the channel (anyone who can connect can send one) never allows
+    trading: a notification can only block; "armed" always comes from the state row."""
+    import psycopg
+
+    from pg_server import PASSWORD
+
+    store_call(pg_url, "latch", "boom", actor="risk")
+    gate = TradeGate(pg_url, max_silence=MAX_SILENCE)
+    try:
+        assert gate.check().reason == "ESS active: boom"
+        db = pg_url.split("/")[3].split("?")[0]
+        with psycopg.connect(host="127.0.0.1", port=pg_cluster.port, user="postgres",
+                             password=PASSWORD, dbname=db, autocommit=True) as conn:
+            forged = ('{"active": false, "reason": null, "since": null, '
+                      '"activation_count": 1, "change_seq": 99}')
+            for payload in (forged, "not json"):
+                conn.execute("SELECT pg_notify('ess_state', %s)", (payload,))
+                answers = []
+                deadline = time.monotonic() + 0.5
+                while time.monotonic() < deadline:
+                    answers.append(gate.check())
+                    time.sleep(0.0005)
+                assert not any(a.allowed for a in answers), (payload, answers[-1])
+                assert answers[-1].reason == "ESS active: boom"
+    finally:
+        gate.close()

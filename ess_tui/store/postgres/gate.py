@@ -7,9 +7,11 @@ arrows point down: gate -> store).
 
 One background thread per gate keeps one autocommit connection that ``LISTEN``s on the ESS
 channel (a connection of its own: notifications need it idle, psycopg issue #340). Latch and reset
-arrive as NOTIFYs carrying the new state; between them a check answers from memory, with no round
-trip. Every ``max_silence / 5`` the thread re-reads the state row: that is both the keepalive and
-the repair for anything missed. The gate FAILS CLOSED on silence: when the connection drops, or
+arrive as NOTIFYs carrying the new state (a latch is taken from the payload at once; a reset, which
+would allow trading, only prompts a re-read of the state row, so a forged NOTIFY can never allow
+trading); between them a check answers from memory, with no round trip. Every
+``max_silence / 5`` the thread re-reads the state row: that is both the keepalive and the repair
+for anything missed. The gate FAILS CLOSED on silence: when the connection drops, or
 nothing has been heard from the server (no notification, no answer to the keepalive) for
 ``max_silence`` seconds, it answers blocked ("ESS store unreachable for 1.2 s"); it recovers by
 reconnecting and re-reading the state.
@@ -171,10 +173,11 @@ class PGTradeGate:
                                        self.max_silence)
                 await self._read(conn)
                 while not self._stopping:
-                    gen = conn.notifies(timeout=self._interval)
-                    async for note in gen:
-                        if not self._apply(note.payload):
-                            break  # unreadable payload: re-read the row now
+                    # aclosing: leaving the generator early must release the connection's lock.
+                    async with contextlib.aclosing(conn.notifies(timeout=self._interval)) as gen:
+                        async for note in gen:
+                            if not self._apply(note.payload):
+                                break  # unreadable payload: re-read the row now
                     await self._read(conn)
             except Exception as exc:  # noqa: BLE001 - every failure means blocked, then retry
                 if not self._stopping:
@@ -240,7 +243,11 @@ class PGTradeGate:
                                    f"{active!r}; the database is damaged")
 
     def _apply(self, payload: str) -> bool:
-        """Take the state a NOTIFY carries. False when it cannot be read (re-read the row)."""
+        """Take the state a NOTIFY carries, if it blocks. False: re-read the row now.
+
+        Anyone who can connect can NOTIFY the channel, so a notification is trusted only to
+        block (latch: taken at once, the fast path). One that would allow trading (a reset), or
+        that cannot be read, only makes the gate re-read the state row, which alone says armed."""
         try:
             data = json.loads(payload)
             seq = int(data["change_seq"])
@@ -251,11 +258,10 @@ class PGTradeGate:
             self._set(decision=self._D(False, "ESS state unavailable, trading blocked: "
                                             "an unreadable notification; re-reading"))
             return False
-        now = time.monotonic()
+        if decision.allowed:
+            return False
         if seq > self._snap.change_seq:
-            self._set(decision=decision, change_seq=seq, heard=now)
-        else:
-            self._set(heard=now)
+            self._set(decision=decision, change_seq=seq)
         return True
 
     # --- lifecycle -----------------------------------------------------------------------
