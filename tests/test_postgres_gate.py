@@ -333,3 +333,23 @@ def test_an_unreadable_notification_blocks_until_the_row_is_read_again(
                 assert answers[-1].reason == "ESS active: boom"
     finally:
         gate.close()
+
+
+def test_a_hostile_reason_latches_and_reaches_every_gate_clean(pg_url: str) -> None:
+    """Escape sequences, bidi overrides and 20,000 characters: the latch commits, its NOTIFY
+    (bounded well under PostgreSQL's 8,000-byte payload limit) reaches the gate, the text is safe."""
+    store_call(pg_url, "load_state")
+    gate = TradeGate(pg_url)
+    try:
+        assert gate.check().allowed
+        hostile = ("\x1b[2J\x1b[31mALL CLEAR\u202e\u0000 " + "é" * 20_000)
+        result = store_call(pg_url, "latch", hostile, actor="\x1b]0;pwned\x07")
+        assert result.new
+        deadline = time.monotonic() + 5
+        while gate.check().allowed and time.monotonic() < deadline:
+            time.sleep(0.001)
+        reason = gate.check().reason
+        assert reason.startswith("ESS active: ") and len(reason) < 600
+        assert not any(ch in reason for ch in "\x1b\u202e\x00\x07")
+    finally:
+        gate.close()
