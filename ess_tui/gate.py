@@ -104,6 +104,17 @@ class TradeGate:
     between threads (each thread gets its own connection).
     """
 
+    def __new__(cls, db_path: str | os.PathLike[str], **kwargs: object) -> TradeGate:
+        if isinstance(db_path, str) and db_path.strip().lower().startswith(
+                ("postgresql://", "postgres://")):
+            # A desk on PostgreSQL: the LISTENing gate, loaded only now (no driver otherwise).
+            from ess_tui.store.postgres.gate import PGTradeGate
+
+            kwargs.pop("busy_timeout_sec", None)
+            return PGTradeGate(db_path, decision_type=GateDecision,  # type: ignore[return-value]
+                               **kwargs)  # type: ignore[arg-type]
+        return super().__new__(cls)
+
     def __init__(self, db_path: str | os.PathLike[str], *, busy_timeout_sec: float = 0.1,
                  require_runner: bool = False) -> None:
         self._path = os.path.abspath(os.path.expanduser(os.fspath(db_path)))
