@@ -225,3 +225,35 @@ async def running(*, strict: bool = True):
         await srv.stop()
     if strict:
         assert not srv.unmatched, [f"{r.method} {r.path}" for r in srv.unmatched]
+
+
+# -- batched orders ---------------------------------------------------------------------------------
+
+@dataclass
+class Item:
+    """One order of a batch, shaped like a :class:`Request` for the handlers tests already have."""
+
+    params: dict[str, Any]
+    body: Any = None
+    path: str = ""
+
+
+def binance_batch_items(request: Request) -> list[Item]:
+    return [Item(dict(order)) for order in json.loads(request.params["batchOrders"])]
+
+
+def serve_binance_orders(server: StubExchangeServer, handler: Any, path: str = "/fapi/v1") -> None:
+    """``handler(request)`` answers single orders and each order of a ``batchOrders`` call."""
+    server.on("POST", f"{path}/order", handler)
+    server.on("POST", f"{path}/batchOrders", lambda r: [handler(i) for i in binance_batch_items(r)])
+
+
+def binance_orders_sent(server: StubExchangeServer, path: str = "/fapi/v1") -> list[dict[str, Any]]:
+    """Every order sent, single or batched, in the order they reached the stub."""
+    out: list[dict[str, Any]] = []
+    for request in server.requests:
+        if request.method == "POST" and request.path == f"{path}/order":
+            out.append(request.params)
+        elif request.method == "POST" and request.path == f"{path}/batchOrders":
+            out.extend(i.params for i in binance_batch_items(request))
+    return out

@@ -54,6 +54,7 @@ class Profile:
     order_queries: tuple[Query, ...]
     cancel_batch: int = 20  # ids per cancel_orders call
     trigger_cancel_batch: int = 10
+    create_batch: int = 1  # orders per create_orders call (1: one create_order each)
     dead_man: str | None = None  # "cancel_all_after" | "countdown" | None
     dead_man_note: str | None = None
 
@@ -186,6 +187,13 @@ def profile_for(
             note = "ccxt cancel_all_orders_after"
         else:
             note = f"{exchange_id} has no cancel-all-after in ccxt"
+    create_batch = 1
+    if family == "okx":
+        create_batch = 20
+    elif family == "bybit":
+        create_batch = 10 if market_type == "spot" else 20
+    elif family == "binance" and market_type != "spot":
+        create_batch = 5
     if not config.dead_man_enabled:
         dead_man, note = None, "off in ess.toml (dead_man_timeout_sec = 0)"
     return Profile(
@@ -197,4 +205,5 @@ def profile_for(
         order_queries=orders,
         dead_man=dead_man,
         dead_man_note=note,
+        create_batch=create_batch,
     )

@@ -26,6 +26,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from ess_tui.engine.state import clean_text, utcnow
@@ -44,6 +45,13 @@ from ess_tui.venues.ccxt.config import (
     exchange_family,
     read_credentials,
 )
+from ess_tui.venues.ccxt.closing import (
+    BatchItemRefused,
+    CloseBatcher,
+    CloseRequest,
+    Dust,
+    split_close,
+)
 from ess_tui.venues.ccxt.deadman import DeadManSwitch
 from ess_tui.venues.ccxt.errors import map_ccxt_error, redact
 from ess_tui.venues.ccxt.profiles import Book, Profile, exchange_options, profile_for
@@ -56,9 +64,6 @@ wire_log = logging.getLogger("ess_tui.venues.ccxt_wire")
 wire_log.setLevel(logging.WARNING)
 
 __all__ = ["CcxtVenue", "build_exchange"]
-
-#: Most market orders one close may be split into (positions above the market's max order size).
-_MAX_CHUNKS = 50
 
 
 def build_exchange(
@@ -153,6 +158,13 @@ class CcxtVenue:
         self.last_error_at: datetime | None = None
         self.auth_failed = False
         self.settle_currency: str | None = config.settle_currency
+        self._closer = CloseBatcher(
+            size=self._profile.create_batch if self.exchange.has.get("createOrders") else 1,
+            send_batch=self._send_closes, send_one=self._send_close,
+            # a batch refused as a whole (not a network failure): each order alone, so one bad
+            # order, or a batch shape the venue will not take, never holds the others back
+            one_by_one_after=lambda exc: isinstance(exc, VenueRejected),
+        )
         self.dead_man = DeadManSwitch(
             mechanism=self._profile.dead_man,
             timeout_sec=config.dead_man_timeout_sec,
@@ -217,6 +229,7 @@ class CcxtVenue:
             markets = self.exchange.markets or {}
             self._profile = profile_for(self.config, dict(self.exchange.has), markets)
             self.dead_man.mechanism = self._profile.dead_man
+            self._closer.size = self._profile.create_batch if self.exchange.has.get("createOrders") else 1
             if self.settle_currency is None:
                 first = markets.get(self.config.symbols[0]) or {}
                 self.settle_currency = first.get("settle") or first.get("quote")
@@ -366,52 +379,56 @@ class CcxtVenue:
         await self._ready()
         return [self._to_position(raw) for raw in await self._positions_raw()]
 
-    def _max_order_amount(self, market: dict[str, Any]) -> float | None:
-        limits = market.get("limits") or {}
-        for value in (
-            (limits.get("market") or {}).get("max"),
-            ((market.get("info") or {}).get("lotSizeFilter") or {}).get("maxMktOrderQty"),
-            (limits.get("amount") or {}).get("max"),
-        ):
-            number = _number(value)
-            if number > 0:
-                return number
-        return None
+    def _split(self, position: Position, amount: float) -> list[Decimal]:
+        """``amount`` of ``position`` as market orders the venue takes (see :func:`split_close`)."""
+        market = self.exchange.market(position.symbol)
+        try:
+            pieces, _rest = split_close(market, amount)
+        except Dust as exc:
+            raise VenueRejected(
+                f"{self.exchange_id}: {position.symbol} {position.side} {amount:g} cannot be closed "
+                f"by order: {exc}; close it by hand", venue=self.exchange_id, call="create_order",
+            ) from None
+        except ValueError as exc:
+            raise VenueRejected(
+                f"{self.exchange_id}: {position.symbol} position of {amount:g} {exc}; close it by "
+                "hand", venue=self.exchange_id, call="create_order",
+            ) from None
+        return pieces
 
-    def _chunks(self, symbol: str, amount: float) -> list[float]:
-        """``amount`` split into orders the market accepts, each at the amount precision."""
-        market = self.exchange.market(symbol)
-        largest = self._max_order_amount(market)
-        pieces = [amount]
-        if largest is not None and amount > largest:
-            count = math.ceil(amount / largest)
-            if count > _MAX_CHUNKS:
-                raise VenueRejected(
-                    f"{self.exchange_id}: {symbol} position of {amount:g} needs {count} market "
-                    f"orders of at most {largest:g}; close it by hand",
-                    venue=self.exchange_id, call="create_order",
-                )
-            pieces = [largest] * (count - 1) + [amount - largest * (count - 1)]
-        out: list[float] = []
-        for piece in pieces:
-            try:
-                out.append(float(self.exchange.amount_to_precision(symbol, piece)))
-            except Exception as exc:  # noqa: BLE001 - ccxt says the amount is below the step
-                mapped = map_ccxt_error(exc, venue=self.exchange_id, call="amount_to_precision")
-                step = (market.get("precision") or {}).get("amount")
-                raise VenueRejected(
-                    f"{self.exchange_id}: {symbol} amount {piece:g} is below the market's amount "
-                    f"step {step}; close the remainder by hand ({mapped or exc})",
-                    venue=self.exchange_id, call="create_order",
-                ) from None
-        return [p for p in out if p > 0]
+    async def _send_close(self, request: CloseRequest) -> Any:
+        return await self._call(
+            "create_order", request.symbol, "market", request.side, float(request.amount), None,
+            dict(request.params),
+        )
+
+    async def _send_closes(self, requests: list[CloseRequest]) -> list[Any]:
+        return await self._call("create_orders", [
+            {"symbol": r.symbol, "type": "market", "side": r.side, "amount": float(r.amount),
+             "price": None, "params": dict(r.params)}
+            for r in requests
+        ])
+
+    async def _place(self, symbol: str, side: str, piece: Decimal, params: dict[str, Any]) -> Any:
+        try:
+            return await self._closer.submit(symbol, side, format(piece.normalize(), "f"), params)
+        except BatchItemRefused as refused:
+            exc = VenueRejected(
+                redact(f"{self.exchange_id} create_orders: {symbol} {side} {piece.normalize():f} "
+                       f"refused: {refused}", self._secrets),
+                venue=self.exchange_id, call="create_orders",
+            )
+            self._note_error(exc)
+            raise exc from None
 
     async def close_position(self, position: Position) -> float:
-        """One reduce-only market order (or a few, above the market's max size) closing ``position``.
+        """Reduce-only market orders (several, above the venue's market-order cap) closing ``position``.
 
         The amount is the smaller of ``position.amount`` and what the venue last said is open; a
-        position the venue no longer shows is not traded. Returns the amount filled, or sent when
-        the venue does not report fills in its answer.
+        position the venue no longer shows is not traded. Orders of concurrent closes go out
+        together where the venue batches (:class:`~ess_tui.venues.ccxt.closing.CloseBatcher`).
+        Returns the amount filled, or sent when the venue does not report fills in its answer.
+        An amount below the market's minimum raises "cannot be closed by order: …".
         """
         await self._ready()
         key = (position.symbol, position.side)
@@ -437,18 +454,24 @@ class CcxtVenue:
             return 0.0
         side = position.closing_side
         params = self._profile.close_params(raw)
+        pieces = self._split(position, amount)
+        results = await asyncio.gather(
+            *(self._place(position.symbol, side, piece, dict(params)) for piece in pieces),
+            return_exceptions=True,
+        )
         filled_total = 0.0
-        for piece in self._chunks(position.symbol, amount):
-            try:
-                order = await self._call(
-                    "create_order", position.symbol, "market", side, piece, None, dict(params)
-                )
-            except VenueError as exc:
-                if not isinstance(exc, VenueAuthError):
-                    self._order_failures.append((self._clock(), str(exc)))
-                raise
-            filled = (order or {}).get("filled")
-            filled_total += _number(filled) if filled is not None else piece
+        errors: list[BaseException] = []
+        for piece, result in zip(pieces, results):
+            if isinstance(result, BaseException):
+                errors.append(result)
+                continue
+            filled = (result or {}).get("filled")
+            filled_total += _number(filled) if filled is not None else float(piece)
+        for exc in errors:
+            if isinstance(exc, VenueError) and not isinstance(exc, VenueAuthError):
+                self._order_failures.append((self._clock(), str(exc)))
+        if errors:
+            raise _worst(errors)
         log.info("closed %s: %s %s market reduce-only", position.describe(), side, amount)
         return filled_total
 
