@@ -176,9 +176,16 @@ SYMBOLS = {
 def serve_markets(server: StubExchangeServer, exchange_id: str, market_type: str = "swap") -> None:
     """The recorded markets endpoint(s) ``load_markets`` calls for the configured market type."""
     if market_type == "spot":
-        if exchange_id != "okx":
+        if exchange_id == "okx":
+            server.on("GET", "/api/v5/public/instruments", fixture("okx_instruments_spot.json"))
+        elif exchange_id == "bybit":
+            server.on("GET", "/v5/market/instruments-info", fixture("bybit_instruments_spot.json"))
+            server.on("GET", "/v5/user/query-api", {
+                "retCode": 0, "retMsg": "", "result": {"unified": 0, "uta": 1, "readOnly": 0}})
+            server.on("GET", "/v5/account/info", {"retCode": 0, "retMsg": "OK", "result": {
+                "unifiedMarginStatus": 6, "marginMode": "REGULAR_MARGIN"}})
+        else:
             raise ValueError(f"no spot fixture for {exchange_id}")
-        server.on("GET", "/api/v5/public/instruments", fixture("okx_instruments_spot.json"))
         return
     if exchange_id == "binanceusdm":
         server.on("GET", "/fapi/v1/exchangeInfo", fixture("binanceusdm_exchangeInfo.json"))

@@ -36,6 +36,12 @@ class Book:
 _REGULAR = Book("regular")
 _BINANCE_TRIGGER = Book("trigger", {"trigger": True}, {"trigger": True}, trigger=True)
 _BYBIT_TRIGGER = Book("trigger", {"trigger": True}, {"trigger": True}, trigger=True)
+#: Bybit spot keeps TP/SL, conditional, OCO and bidirectional TP/SL orders apart (``orderFilter``).
+_BYBIT_SPOT = tuple(
+    Book(label, {"orderFilter": f}, {"orderFilter": f}, trigger=True)
+    for label, f in (("tpsl", "tpslOrder"), ("stop", "StopOrder"), ("oco", "OcoOrder"),
+                     ("bidirectional tpsl", "BidirectionalTpslOrder"))
+)
 _OKX_ALGO = tuple(
     Book(f"algo {kind}", {"trigger": True, "ordType": kind}, {"trigger": True}, trigger=True)
     for kind in ("conditional,oco", "trigger", "move_order_stop", "iceberg", "twap")
@@ -55,6 +61,8 @@ class Profile:
     cancel_batch: int = 20  # ids per cancel_orders call
     trigger_cancel_batch: int = 10
     create_batch: int = 1  # orders per create_orders call (1: one create_order each)
+    paging: str | None = None  # "okx" (after = last id) | "bybit" (nextPageCursor) | None
+    cancel_wide: tuple[Query, ...] = ()  # account-wide cancel-all calls (scope = "account")
     dead_man: str | None = None  # "cancel_all_after" | "countdown" | None
     dead_man_note: str | None = None
 
@@ -139,6 +147,8 @@ def profile_for(
     per_symbol: tuple[Query, ...] = tuple((s, {}) for s in symbols)
     dead_man: str | None = None
     note: str | None = None
+    paging: str | None = None
+    cancel_wide: tuple[Query, ...] = ()
 
     if family == "binance":
         books = (_REGULAR,) if market_type == "spot" else (_REGULAR, _BINANCE_TRIGGER)
@@ -154,7 +164,9 @@ def profile_for(
             note = "this binance market has no cancel-all countdown"
     elif family == "bybit":
         books = (_REGULAR, _BYBIT_TRIGGER)
+        paging = "bybit"
         if market_type == "spot":
+            books = (_REGULAR, *_BYBIT_SPOT)
             positions, orders = ((None, {}),), ((None, {}),)
         else:
             settles = {"USDT", "USDC"} | {
@@ -168,13 +180,15 @@ def profile_for(
             )
             positions = (*linear, (None, {"subType": "inverse"}))
             orders = (*linear, *inverse_symbols)
+            cancel_wide = linear
         note = (
             "bybit's cancel-all-after (DCP) only fires when a private websocket drops and must be "
             "enabled by Bybit; ess-tui holds no such websocket, so it is not used"
         )
     elif family == "okx":
-        books = (_REGULAR,) if market_type == "spot" else (_REGULAR, *_OKX_ALGO)
+        books = (_REGULAR, *_OKX_ALGO)  # spot has algo orders too (conditional, OCO, trigger…)
         positions, orders = ((None, {}),), ((None, {}),)
+        paging = "okx"
         if has.get("cancelAllOrdersAfter"):
             dead_man = "cancel_all_after"
             note = "okx cancel-all-after, account-wide"
@@ -206,4 +220,6 @@ def profile_for(
         dead_man=dead_man,
         dead_man_note=note,
         create_batch=create_batch,
+        paging=paging,
+        cancel_wide=cancel_wide,
     )

@@ -54,7 +54,8 @@ from ess_tui.venues.ccxt.closing import (
 )
 from ess_tui.venues.ccxt.deadman import DeadManSwitch
 from ess_tui.venues.ccxt.errors import map_ccxt_error, redact
-from ess_tui.venues.ccxt.profiles import Book, Profile, exchange_options, profile_for
+from ess_tui.venues.ccxt.orders import OrderDesk
+from ess_tui.venues.ccxt.profiles import Profile, exchange_options, profile_for
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ class CcxtVenue:
         self.last_error_at: datetime | None = None
         self.auth_failed = False
         self.settle_currency: str | None = config.settle_currency
+        self.orders = OrderDesk(self)
         self._closer = CloseBatcher(
             size=self._profile.create_batch if self.exchange.has.get("createOrders") else 1,
             send_batch=self._send_closes, send_one=self._send_close,
@@ -486,99 +488,12 @@ class CcxtVenue:
             raise _worst(errors)
         return sum(1 for r in results if _number(r) > 0)
 
-    # -- orders --------------------------------------------------------------------------------
-
-    async def _open_orders_raw(self) -> list[tuple[Book, dict[str, Any]]]:
-        queries = [
-            (book, symbol, {**params, **book.fetch_params})
-            for symbol, params in self._profile.order_queries
-            for book in self._profile.books
-        ]
-        batches = await self._fan_out([
-            self._call("fetch_open_orders", symbol, None, None, params)
-            for _, symbol, params in queries
-        ])
-        seen: dict[str, tuple[Book, dict[str, Any]]] = {}
-        for (book, _, _), batch in zip(queries, batches):
-            for raw in batch or []:
-                if not self._in_scope(raw.get("symbol")):
-                    continue
-                order_id = str(raw.get("id"))
-                if order_id not in seen or book.trigger:  # a trigger book knows it better
-                    seen[order_id] = (book, raw)
-        return list(seen.values())
-
-    @staticmethod
-    def _to_order(book: Book, raw: dict[str, Any]) -> Order:
-        stop = raw.get("stopLossPrice") or raw.get("triggerPrice") or raw.get("stopPrice")
-        take = raw.get("takeProfitPrice")
-        if take and not raw.get("stopLossPrice"):
-            kind = "take_profit"
-        elif book.trigger or stop:
-            kind = "stop"
-        else:
-            kind = str(raw.get("type") or "limit")
-        remaining = raw.get("remaining")
-        amount = _number(remaining if remaining is not None else raw.get("amount"))
-        price = raw.get("price") or stop or take
-        return Order(
-            id=str(raw.get("id")),
-            symbol=str(raw.get("symbol")),
-            side=raw.get("side") or "buy",
-            amount=amount,
-            price=_number(price) or None,
-            kind=kind,
-            reduce_only=bool(raw.get("reduceOnly")),
-        )
+    # -- orders (ess_tui.venues.ccxt.orders) ---------------------------------------------------
 
     async def fetch_open_orders(self) -> list[Order]:
-        """Every open order in scope: regular and stop/trigger/algo books alike."""
+        """Every open order in scope, every page: regular and stop/trigger/algo books alike."""
         await self._ready()
-        return [self._to_order(book, raw) for book, raw in await self._open_orders_raw()]
-
-    async def _cancel_symbol(self, symbol: str) -> None:
-        """Cancel-all for one symbol in every book the venue keeps apart."""
-        await self._fan_out([
-            self._call("cancel_all_orders", symbol, dict(book.cancel_params))
-            for book in self._profile.books
-        ])
-
-    async def _cancel_by_id(self, orders: list[tuple[Book, dict[str, Any]]]) -> int:
-        """No cancel-all on this venue: cancel by id, batched per symbol and book."""
-        groups: dict[tuple[str, str], tuple[Book, list[str]]] = {}
-        for book, raw in orders:
-            entry = groups.setdefault((book.label, raw["symbol"]), (book, []))
-            entry[1].append(str(raw["id"]))
-        calls: list[Any] = []
-        sizes: list[int] = []
-        batch_ok = bool(self.exchange.has.get("cancelOrders"))
-        for (_, symbol), (book, ids) in groups.items():
-            size = self._profile.trigger_cancel_batch if book.trigger else self._profile.cancel_batch
-            if batch_ok:
-                for start in range(0, len(ids), size):
-                    chunk = ids[start:start + size]
-                    calls.append(self._call("cancel_orders", chunk, symbol, dict(book.cancel_params)))
-                    sizes.append(len(chunk))
-            else:
-                for order_id in ids:
-                    calls.append(self._cancel_one(order_id, symbol, book))
-                    sizes.append(1)
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise _worst(errors)
-        return sum(sizes)
-
-    async def _cancel_one(self, order_id: str, symbol: str, book: Book) -> None:
-        import ccxt
-
-        try:
-            await self.exchange.cancel_order(order_id, symbol, dict(book.cancel_params))
-        except ccxt.OrderNotFound:
-            return  # already gone (filled or cancelled): that is what we wanted
-        except Exception as exc:  # noqa: BLE001 - mapped, or re-raised when not ccxt's
-            self._raise_mapped(exc, "cancel_order")
-        self.last_ok_at = self._clock()
+        return await self.orders.fetch_open_orders()
 
     async def cancel_all_orders(self) -> int:
         """Cancel every open order in scope, stop/trigger orders included. Returns how many.
@@ -588,26 +503,7 @@ class CcxtVenue:
         is raised.
         """
         await self._ready()
-        listing_error: VenueError | None = None
-        try:
-            open_orders = await self._open_orders_raw()
-        except VenueAuthError:
-            raise
-        except VenueError as exc:
-            listing_error, open_orders = exc, []
-        if self.exchange.has.get("cancelAllOrders") is True:
-            symbols = list(dict.fromkeys(
-                [*self.config.symbols, *(raw["symbol"] for _, raw in open_orders)]
-            ))
-            await self._fan_out([self._cancel_symbol(s) for s in symbols])
-            count = len(open_orders)
-        else:
-            count = await self._cancel_by_id(open_orders) if open_orders else 0
-        if listing_error is not None:
-            raise listing_error
-        if count:
-            log.info("cancelled %d open order(s) on %s", count, self.name)
-        return count
+        return await self.orders.cancel_all_orders()
 
     # -- account -------------------------------------------------------------------------------
 
