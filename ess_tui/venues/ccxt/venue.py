@@ -160,6 +160,7 @@ class CcxtVenue:
         self.auth_failed = False
         self.settle_currency: str | None = config.settle_currency
         self.orders = OrderDesk(self)
+        self._emergency = 0  # cancel / close calls in flight (the dead-man re-arm steps aside)
         self._closer = CloseBatcher(
             size=self._profile.create_batch if self.exchange.has.get("createOrders") else 1,
             send_batch=self._send_closes, send_one=self._send_close,
@@ -175,6 +176,10 @@ class CcxtVenue:
             exchange_id=config.exchange,
             note=self._profile.dead_man_note,
             clock=clock,
+            busy=lambda: self._emergency > 0,
+            open_order_symbols=lambda: [
+                s for s in self.orders.last_symbols if s not in self.config.symbols
+            ],
         )
 
     def __repr__(self) -> str:
@@ -424,6 +429,14 @@ class CcxtVenue:
             raise exc from None
 
     async def close_position(self, position: Position) -> float:
+        """See :meth:`_close_position`; the dead-man re-arm steps aside while it runs."""
+        self._emergency += 1
+        try:
+            return await self._close_position(position)
+        finally:
+            self._emergency -= 1
+
+    async def _close_position(self, position: Position) -> float:
         """Reduce-only market orders (several, above the venue's market-order cap) closing ``position``.
 
         The amount is the smaller of ``position.amount`` and what the venue last said is open; a
@@ -503,7 +516,11 @@ class CcxtVenue:
         is raised.
         """
         await self._ready()
-        return await self.orders.cancel_all_orders()
+        self._emergency += 1
+        try:
+            return await self.orders.cancel_all_orders()
+        finally:
+            self._emergency -= 1
 
     # -- account -------------------------------------------------------------------------------
 
