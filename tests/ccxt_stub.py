@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ class Route:
     delay: float = 0.0
     times: int | None = None  # None: forever
     hits: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
 
     def matches(self, request: Request) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -79,8 +81,10 @@ class StubExchangeServer:
     # -- routes ----------------------------------------------------------------------------------
 
     def on(self, method: str, path: str, response: Any, *, status: int = 200,
-           match: dict[str, Any] | None = None, delay: float = 0.0, times: int | None = None) -> Route:
-        route = Route(method.upper(), path, response, status, match or {}, delay, times)
+           match: dict[str, Any] | None = None, delay: float = 0.0, times: int | None = None,
+           headers: dict[str, str] | None = None) -> Route:
+        route = Route(method.upper(), path, response, status, match or {}, delay, times,
+                      headers=dict(headers or {}))
         self.routes.insert(0, route)
         return route
 
@@ -116,10 +120,14 @@ class StubExchangeServer:
                     except asyncio.TimeoutError:
                         pass
                 payload = route.response(request) if callable(route.response) else route.response
+                status = route.status
+                if isinstance(payload, tuple):  # a handler's (status, payload)
+                    status, payload = payload
                 return web.Response(
-                    status=route.status,
+                    status=status,
                     text=payload if isinstance(payload, str) else json.dumps(payload),
                     content_type="application/json",
+                    headers=route.headers,
                 )
         self.unmatched.append(request)
         return web.Response(status=500, text='{"stub": "no route"}', content_type="application/json")
@@ -189,6 +197,7 @@ def serve_markets(server: StubExchangeServer, exchange_id: str, market_type: str
         return
     if exchange_id == "binanceusdm":
         server.on("GET", "/fapi/v1/exchangeInfo", fixture("binanceusdm_exchangeInfo.json"))
+        server.on("GET", "/fapi/v1/time", lambda r: {"serverTime": int(time.time() * 1000)})
     elif exchange_id == "bybit":
         empty = {"retCode": 0, "retMsg": "OK", "result": {"category": "linear", "list": []}}
         server.on("GET", "/v5/market/instruments-info", fixture("bybit_instruments_linear.json"))

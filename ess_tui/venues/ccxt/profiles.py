@@ -127,6 +127,9 @@ def exchange_options(config: CcxtVenueConfig, defaults: dict[str, Any]) -> dict[
         base = dict(fetch_markets) if isinstance(fetch_markets, dict) else {}
         options["fetchMarkets"] = {**base, "types": types}
     if family == "binance":
+        # the offset to the venue's clock is loaded with the markets and used for every signed
+        # request's timestamp (a drifting host clock otherwise gets -1021 on every call)
+        options["adjustForTimeDifference"] = True
         options["leverageBrackets"] = {}
         open_orders = defaults.get("fetchOpenOrders")
         base = dict(open_orders) if isinstance(open_orders, dict) else {}

@@ -35,6 +35,7 @@ from ess_tui.engine.venue import (
     Position,
     VenueAuthError,
     VenueError,
+    VenueRateLimited,
     VenueRejected,
     VenueUnavailable,
 )
@@ -55,6 +56,7 @@ from ess_tui.venues.ccxt.closing import (
 from ess_tui.venues.ccxt.deadman import DeadManSwitch
 from ess_tui.venues.ccxt.errors import map_ccxt_error, redact
 from ess_tui.venues.ccxt.orders import OrderDesk
+from ess_tui.venues.ccxt.pacing import SLEEP_THROUGH_SEC, Backoff, is_clock_error, retry_after_seconds
 from ess_tui.venues.ccxt.profiles import Profile, exchange_options, profile_for
 
 log = logging.getLogger(__name__)
@@ -160,6 +162,9 @@ class CcxtVenue:
         self.auth_failed = False
         self.settle_currency: str | None = config.settle_currency
         self.orders = OrderDesk(self)
+        self.backoff = Backoff()
+        self.clock_offset_ms = 0
+        self.clock_note: str | None = None
         self._emergency = 0  # cancel / close calls in flight (the dead-man re-arm steps aside)
         self._closer = CloseBatcher(
             size=self._profile.create_batch if self.exchange.has.get("createOrders") else 1,
@@ -188,18 +193,62 @@ class CcxtVenue:
     # -- plumbing ------------------------------------------------------------------------------
 
     async def _call(self, method: str, *args: Any) -> Any:
-        """One ccxt call; ccxt errors come out as VenueErrors with a scrubbed message."""
+        """One ccxt call; ccxt errors come out as VenueErrors with a scrubbed message.
+
+        Held while the venue's Retry-After runs; a Binance -1021 reloads the clock offset and
+        resends once (:mod:`ess_tui.venues.ccxt.pacing`).
+        """
+        left = self.backoff.remaining()
+        if left > SLEEP_THROUGH_SEC:
+            exc = VenueRateLimited(
+                f"{self.exchange_id} {method}: not sent: backing off {left:.0f}s more as the venue "
+                f"asked ({self.backoff.reason})", venue=self.exchange_id, call=method,
+            )
+            self._note_error(exc)
+            raise exc
+        if left > 0:
+            await asyncio.sleep(left)
         try:
             result = await getattr(self.exchange, method)(*args)
         except Exception as exc:  # noqa: BLE001 - mapped, or re-raised when not ccxt's
-            self._raise_mapped(exc, method)
+            if not is_clock_error(exc) or method == "load_time_difference":
+                self._raise_mapped(exc, method)
+            await self._correct_clock(method)
+            try:
+                result = await getattr(self.exchange, method)(*args)
+            except Exception as again:  # noqa: BLE001
+                self._raise_mapped(again, method)
         self.last_ok_at = self._clock()
         if method != "load_markets":  # a private call went through: the key works (again)
             self.auth_failed = False
         return result
 
+    async def _correct_clock(self, method: str) -> None:
+        """-1021: our clock and the venue's disagree. Reload the offset, say so."""
+        before = self.clock_offset_ms
+        await self._call("load_time_difference")
+        self.clock_offset_ms = int((self.exchange.options or {}).get("timeDifference") or 0)
+        self.clock_note = (
+            f"clock drift: {self.exchange_id} refused a timestamp (-1021) on {method}; clock "
+            f"offset corrected from {before} ms to {self.clock_offset_ms} ms and the call resent"
+        )
+        log.warning("%s", self.clock_note)
+
     def _raise_mapped(self, exc: Exception, method: str) -> None:
         mapped = map_ccxt_error(exc, venue=self.exchange_id, call=method, secrets=self._secrets)
+        if isinstance(mapped, VenueRateLimited):
+            wait = retry_after_seconds(getattr(self.exchange, "last_response_headers", None))
+            if wait is not None:
+                self.backoff.hold(wait, f"Retry-After {wait:g}s")
+                mapped = VenueRateLimited(
+                    f"{mapped}; the venue asks to wait {wait:g}s (Retry-After): backing off, no "
+                    "call before then", venue=self.exchange_id, call=method,
+                )
+            else:
+                mapped = VenueRateLimited(
+                    f"{mapped}; no Retry-After from the venue: the flatten's own back-off applies",
+                    venue=self.exchange_id, call=method,
+                )
         if mapped is None and isinstance(exc, VenueError):
             raise exc
         if mapped is None:
@@ -234,6 +283,7 @@ class CcxtVenue:
                 # every concurrent call of the first flatten pass
                 await self._call("is_unified_enabled")
             markets = self.exchange.markets or {}
+            self.clock_offset_ms = int((self.exchange.options or {}).get("timeDifference") or 0)
             self._profile = profile_for(self.config, dict(self.exchange.has), markets)
             self.dead_man.mechanism = self._profile.dead_man
             self._closer.size = self._profile.create_batch if self.exchange.has.get("createOrders") else 1
@@ -325,6 +375,9 @@ class CcxtVenue:
             "last_error_at": self.last_error_at,
             "auth_failed": self.auth_failed,
             "markets_loaded": self._markets_ready,
+            "clock_offset_ms": self.clock_offset_ms,
+            "clock_note": self.clock_note,
+            "backing_off_sec": round(self.backoff.remaining(), 1) or None,
         }
 
     # -- positions -----------------------------------------------------------------------------
