@@ -174,10 +174,15 @@ ENV = {
     "QT_ESS_API_PASSWORD": "stubPASS-71c3e9",
 }
 
+#: Kraken Futures signs with a base64 secret.
+ENV_BASE64 = {**ENV, "QT_ESS_API_SECRET": "c3R1YlNFQ1JFVC05YjdlNWMzYTFmMmQ0ZTZhOGMwYg=="}
+
 SYMBOLS = {
     "binanceusdm": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
     "bybit": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
     "okx": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
+    "krakenfutures": ["BTC/USD:USD", "ETH/USD:USD"],
+    "gate": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
 }
 
 
@@ -213,6 +218,12 @@ def serve_markets(server: StubExchangeServer, exchange_id: str, market_type: str
         })
     elif exchange_id == "okx":
         server.on("GET", "/api/v5/public/instruments", fixture("okx_instruments_swap.json"))
+    elif exchange_id == "krakenfutures":
+        server.on("GET", "/derivatives/api/v3/instruments", fixture("krakenfutures_instruments.json"))
+    elif exchange_id == "gate":
+        for settle in ("usdt", "btc"):
+            server.on("GET", f"/api/v4/futures/{settle}/contracts",
+                      fixture("gate_contracts_usdt.json") if settle == "usdt" else [])
     else:
         raise ValueError(exchange_id)
 
@@ -223,7 +234,7 @@ def make_venue(server: StubExchangeServer, exchange_id: str, env: dict[str, str]
     from ess_tui.venues.ccxt.config import CcxtVenueConfig, read_credentials
     from ess_tui.venues.ccxt.venue import CcxtVenue, build_exchange
 
-    env = ENV if env is None else env
+    env = (ENV_BASE64 if exchange_id == "krakenfutures" else ENV) if env is None else env
     cfg = CcxtVenueConfig(exchange=exchange_id, symbols=config.pop("symbols", SYMBOLS[exchange_id]), **config)
     exchange = server.attach(build_exchange(cfg, read_credentials(cfg, env)))
     serve_markets(server, exchange_id, cfg.market_type)

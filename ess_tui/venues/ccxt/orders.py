@@ -167,8 +167,8 @@ class OrderDesk:
         if profile.cancel_wide and venue.config.scope == "account":
             markets = venue.exchange.markets or {}
             coins = {params.get("settleCoin") for _, params in profile.cancel_wide}
-            covered = {s for s, m in markets.items() if m.get("linear") and m.get("settle") in coins
-                       and m.get("type") == venue.config.market_type}
+            covered = {s for s, m in markets.items() if m.get("type") == venue.config.market_type
+                       and (None in coins or (m.get("linear") and m.get("settle") in coins))}
             for book in profile.books:
                 for _, params in profile.cancel_wide:
                     listed = [str(raw["id"]) for b, raw in open_orders
@@ -240,9 +240,8 @@ class OrderDesk:
 
     async def cancel_all_orders(self) -> int:
         venue, profile = self.venue, self.venue._profile
-        if profile.cancel_wide and venue.config.scope == "account" and venue.exchange.has.get(
-            "cancelAllOrders"
-        ) is True:
+        if profile.wide_reports_ids and profile.cancel_wide and venue.config.scope == "account" \
+                and venue.exchange.has.get("cancelAllOrders") is True:
             # Account-wide cancels answer with the ids they cancelled: no listing needed first
             # (one round trip less in an emergency), and the count is the venue's own.
             count = len(await self._cancel_wide([]))

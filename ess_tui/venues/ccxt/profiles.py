@@ -42,6 +42,7 @@ _BYBIT_SPOT = tuple(
     for label, f in (("tpsl", "tpslOrder"), ("stop", "StopOrder"), ("oco", "OcoOrder"),
                      ("bidirectional tpsl", "BidirectionalTpslOrder"))
 )
+_GATE_TRIGGER = Book("price-triggered", {"trigger": True}, {"trigger": True}, trigger=True)
 _OKX_ALGO = tuple(
     Book(f"algo {kind}", {"trigger": True, "ordType": kind}, {"trigger": True}, trigger=True)
     for kind in ("conditional,oco", "trigger", "move_order_stop", "iceberg", "twap")
@@ -63,6 +64,7 @@ class Profile:
     create_batch: int = 1  # orders per create_orders call (1: one create_order each)
     paging: str | None = None  # "okx" (after = last id) | "bybit" (nextPageCursor) | None
     cancel_wide: tuple[Query, ...] = ()  # account-wide cancel-all calls (scope = "account")
+    wide_reports_ids: bool = False  # the account-wide cancel answers with the ids it cancelled
     dead_man: str | None = None  # "cancel_all_after" | "countdown" | None
     dead_man_note: str | None = None
 
@@ -152,6 +154,7 @@ def profile_for(
     note: str | None = None
     paging: str | None = None
     cancel_wide: tuple[Query, ...] = ()
+    wide_reports_ids = False
 
     if family == "binance":
         books = (_REGULAR,) if market_type == "spot" else (_REGULAR, _BINANCE_TRIGGER)
@@ -184,6 +187,7 @@ def profile_for(
             positions = (*linear, (None, {"subType": "inverse"}))
             orders = (*linear, *inverse_symbols)
             cancel_wide = linear
+            wide_reports_ids = True
         note = (
             "bybit's cancel-all-after (DCP) only fires when a private websocket drops and must be "
             "enabled by Bybit; ess-tui holds no such websocket, so it is not used"
@@ -195,6 +199,17 @@ def profile_for(
         if has.get("cancelAllOrdersAfter"):
             dead_man = "cancel_all_after"
             note = "okx cancel-all-after, account-wide"
+    elif exchange_id == "krakenfutures":
+        # one list of open orders (trigger orders included), one account-wide cancel-all for both
+        books = (_REGULAR,)
+        positions, orders = ((None, {}),), ((None, {}),)
+        cancel_wide = ((None, {}),)
+        dead_man = "cancel_all_after"
+        note = "krakenfutures cancelallordersafter (dead man's switch), account-wide"
+    elif exchange_id == "gate":
+        books = (_REGULAR, _GATE_TRIGGER)
+        positions, orders = ((None, {}),), ((None, {}),)
+        note = "gate's countdown_cancel_all is per contract and not in ccxt's unified API; not used"
     else:
         books = (_REGULAR,)
         positions = ((list(symbols), {}),)
@@ -225,4 +240,5 @@ def profile_for(
         create_batch=create_batch,
         paging=paging,
         cancel_wide=cancel_wide,
+        wide_reports_ids=wide_reports_ids,
     )
