@@ -1,7 +1,8 @@
 """Open orders on a ccxt venue: listed every page deep, in every book, and cancelled for real.
 
 * Listing follows the venue's pages (OKX: 100 a page, next page ``after`` the last id; Bybit: 50
-  a page, next page by ``nextPageCursor``), so orders past page one are seen and counted.
+  a page, next page by ``nextPageCursor``; Gate: 100 a page by ``offset``), so orders past page
+  one are seen and counted.
 * Cancelling uses the widest call the venue has: Bybit derivatives cancel account-wide per settle
   coin (orders the listing missed go too), Binance per symbol in each book, OKX (no cancel-all)
   by id in batches. A batch the venue refuses because one id is stale is cancelled id by id; an
@@ -87,19 +88,21 @@ class OrderDesk:
         call = self.venue._call
         if paging is None:
             return list(await call("fetch_open_orders", symbol, None, None, params) or [])
-        limit = 100 if paging == "okx" else 50
+        limit = 50 if paging == "bybit" else 100
         out: list[dict[str, Any]] = []
         cursor: str | None = None
         for _ in range(MAX_PAGES):
             query = dict(params)
             if cursor is not None:
-                query["after" if paging == "okx" else "cursor"] = cursor
+                query[{"okx": "after", "offset": "offset"}.get(paging, "cursor")] = cursor
             page = list(await call("fetch_open_orders", symbol, None, limit, query) or [])
             out.extend(page)
             if not page:
                 break
             if paging == "okx":
                 cursor = str(page[-1].get("id")) if len(page) >= limit else None
+            elif paging == "offset":
+                cursor = str(len(out)) if len(page) >= limit else None
             else:
                 cursor = next((str(c) for o in page
                                if (c := (o.get("info") or {}).get("nextPageCursor"))), None)

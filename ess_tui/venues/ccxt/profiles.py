@@ -62,7 +62,7 @@ class Profile:
     cancel_batch: int = 20  # ids per cancel_orders call
     trigger_cancel_batch: int = 10
     create_batch: int = 1  # orders per create_orders call (1: one create_order each)
-    paging: str | None = None  # "okx" (after = last id) | "bybit" (nextPageCursor) | None
+    paging: str | None = None  # "okx" (after = last id) | "bybit" (nextPageCursor) | "offset" | None
     cancel_wide: tuple[Query, ...] = ()  # account-wide cancel-all calls (scope = "account")
     wide_reports_ids: bool = False  # the account-wide cancel answers with the ids it cancelled
     dead_man: str | None = None  # "cancel_all_after" | "countdown" | None
@@ -108,7 +108,7 @@ def _market_load_types(exchange_id: str, family: str, market_type: str) -> list[
         return ["linear", "inverse"]
     if family == "bybit":
         return ["spot"] if market_type == "spot" else ["linear", "inverse"]
-    if family == "okx":
+    if family == "okx" or exchange_id in ("gate", "krakenfutures"):
         return [market_type]
     return None
 
@@ -209,6 +209,7 @@ def profile_for(
     elif exchange_id == "gate":
         books = (_REGULAR, _GATE_TRIGGER)
         positions, orders = ((None, {}),), ((None, {}),)
+        paging = "offset"
         note = "gate's countdown_cancel_all is per contract and not in ccxt's unified API; not used"
     else:
         books = (_REGULAR,)
