@@ -128,3 +128,27 @@ async def test_one_refused_order_in_a_batch_fails_only_its_own_close():
             await venue.close()
         assert btc == pytest.approx(0.010)
         assert isinstance(eth, Exception) and "-2022" in str(eth)
+
+
+async def test_only_closes_of_one_category_share_a_batch():
+    from ess_tui.venues.ccxt.closing import CloseBatcher
+
+    batches: list[list[str]] = []
+
+    async def send_batch(requests):
+        batches.append(sorted(r.symbol for r in requests))
+        return [{"id": str(i), "symbol": r.symbol, "side": r.side, "amount": float(r.amount), "info": {}}
+                for i, r in enumerate(requests)]
+
+    async def send_one(request):
+        batches.append([request.symbol])
+        return {"id": "1", "info": {}}
+
+    closer = CloseBatcher(size=20, send_batch=send_batch, send_one=send_one)
+    await asyncio.gather(
+        closer.submit("A/USDT:USDT", "sell", "1", {}, key="linear"),
+        closer.submit("B/USDT:USDT", "sell", "1", {}, key="linear"),
+        closer.submit("C/USD:BTC", "buy", "1", {}, key="inverse"),
+        closer.submit("D/USD:BTC", "buy", "1", {}, key="inverse"),
+    )
+    assert sorted(batches) == [["A/USDT:USDT", "B/USDT:USDT"], ["C/USD:BTC", "D/USD:BTC"]]

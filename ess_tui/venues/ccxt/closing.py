@@ -160,30 +160,43 @@ class CloseBatcher:
         self._send_one = send_one
         self.window_sec = window_sec
         self._one_by_one_after = one_by_one_after
-        self._pending: list[CloseRequest] = []
+        self._pending: dict[Any, list[CloseRequest]] = {}
         self._timer: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # strong references while in flight
         self.calls = 0
 
-    async def submit(self, symbol: str, side: str, amount: str, params: dict[str, Any]) -> Any:
-        """Queue one close; returns the venue's order, or raises what refused it."""
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def submit(self, symbol: str, side: str, amount: str, params: dict[str, Any],
+                     *, key: Any = None) -> Any:
+        """Queue one close; returns the venue's order, or raises what refused it.
+
+        Only closes with the same ``key`` share a batch (a venue batches one category at a time:
+        Bybit linear or inverse, Binance one margin type).
+        """
         if self._send_batch is None or self.size <= 1:
             self.calls += 1
             return await self._send_one(CloseRequest(symbol, side, amount, params))
         request = CloseRequest(symbol, side, amount, params, asyncio.get_running_loop().create_future())
-        self._pending.append(request)
-        if len(self._pending) >= self.size:
-            chunk, self._pending = self._pending[: self.size], self._pending[self.size:]
-            asyncio.ensure_future(self._send(chunk))
+        group = self._pending.setdefault(key, [])
+        group.append(request)
+        if len(group) >= self.size:
+            self._pending[key] = group[self.size:]
+            self._spawn(self._send(group[: self.size]))
         elif self._timer is None or self._timer.done():
-            self._timer = asyncio.ensure_future(self._flush_later())
+            self._timer = self._spawn(self._flush_later())
         return await request.done
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(self.window_sec)
         chunks: list[list[CloseRequest]] = []
-        while self._pending:
-            chunks.append(self._pending[: self.size])
-            self._pending = self._pending[self.size:]
+        pending, self._pending = self._pending, {}
+        for group in pending.values():
+            chunks.extend(group[i:i + self.size] for i in range(0, len(group), self.size))
         await asyncio.gather(*(self._send(c) for c in chunks))
 
     async def _one_by_one(self, chunk: list[CloseRequest]) -> None:

@@ -145,7 +145,11 @@ class PositionsMixin:
 
     async def _place(self, symbol: str, side: str, piece: Decimal, params: dict[str, Any]) -> Any:
         try:
-            return await self._closer.submit(symbol, side, format(piece.normalize(), "f"), params)
+            market = self.exchange.market(symbol)
+            key = (market.get("type"), bool(market.get("linear")), market.get("settle"))
+            return await self._closer.submit(
+                symbol, side, format(piece.normalize(), "f"), params, key=key
+            )
         except BatchItemRefused as refused:
             exc = VenueRejected(
                 redact(f"{self.exchange_id} create_orders: {symbol} {side} {piece.normalize():f} "
