@@ -155,7 +155,8 @@ class DeadManSwitch:
             await asyncio.sleep(self.rearm_interval_sec)
             if self._busy():
                 self.deferred += 1
-                continue
+                while self._busy():  # re-arm as soon as the emergency calls are done
+                    await asyncio.sleep(min(0.25, self.rearm_interval_sec))
             try:
                 self._arming = asyncio.ensure_future(self.arm(yield_to_emergency=True))
                 await asyncio.shield(self._arming)
