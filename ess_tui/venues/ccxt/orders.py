@@ -20,6 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ess_tui.engine.venue import Order, VenueAuthError, VenueError, VenueRejected
+from ess_tui.venues.ccxt.pacing import GONE
 from ess_tui.venues.ccxt.profiles import Book
 
 if TYPE_CHECKING:
@@ -33,13 +34,6 @@ __all__ = ["OrderDesk", "to_order"]
 MAX_PAGES = 50
 
 Listed = tuple[Book, dict[str, Any]]
-
-
-def _gone(exc: BaseException) -> bool:
-    """The venue says the order does not exist (filled, cancelled or never there)."""
-    import ccxt
-
-    return isinstance(exc, ccxt.OrderNotFound)
 
 
 def to_order(book: Book, raw: dict[str, Any]) -> Order:
@@ -192,14 +186,11 @@ class OrderDesk:
         return cancelled
 
     async def _cancel_one(self, order_id: str, symbol: str, book: Book) -> int:
-        try:
-            await self.venue.exchange.cancel_order(order_id, symbol, dict(book.cancel_params))
-        except Exception as exc:  # noqa: BLE001 - gone is fine; the rest mapped
-            if _gone(exc):
-                return 0  # already gone (filled or cancelled): that is what we wanted
-            self.venue._raise_mapped(exc, "cancel_order")
-        self.venue.last_ok_at = self.venue._clock()
-        return 1
+        """1 if cancelled; 0 if already gone (filled or cancelled: what we wanted)."""
+        answer = await self.venue._call(
+            "cancel_order", order_id, symbol, dict(book.cancel_params), gone_ok=True
+        )
+        return 0 if answer is GONE else 1
 
     async def _cancel_batch(self, ids: list[str], symbol: str, book: Book) -> int:
         """One cancel_orders call; refused as a whole (a stale id), or partly: id by id."""

@@ -15,7 +15,10 @@ import time
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-__all__ = ["Backoff", "is_clock_error", "retry_after_seconds"]
+__all__ = ["GONE", "Backoff", "is_clock_error", "is_gone", "retry_after_seconds"]
+
+#: What ``CcxtVenue._call(..., gone_ok=True)`` returns when the venue says the order is not there.
+GONE = object()
 
 #: A back-off at most this long is waited out inside the call; a longer one fails the call.
 SLEEP_THROUGH_SEC = 2.0
@@ -61,6 +64,13 @@ def is_clock_error(exc: BaseException) -> bool:
     return isinstance(exc, ccxt.BaseError) and (
         isinstance(exc, ccxt.InvalidNonce) or '"code":-1021' in str(exc).replace(" ", "")
     )
+
+
+def is_gone(exc: BaseException) -> bool:
+    """The venue says the order does not exist (filled, cancelled or never there)."""
+    import ccxt
+
+    return isinstance(exc, ccxt.OrderNotFound)
 
 
 class Backoff:

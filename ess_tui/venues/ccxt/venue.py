@@ -49,9 +49,11 @@ from ess_tui.venues.ccxt.errors import map_ccxt_error, redact
 from ess_tui.venues.ccxt.orders import OrderDesk
 from ess_tui.venues.ccxt.positions import PositionsMixin, worst
 from ess_tui.venues.ccxt.pacing import (
+    GONE,
     SLEEP_THROUGH_SEC,
     Backoff,
     is_clock_error,
+    is_gone,
     retry_after_seconds,
 )
 from ess_tui.venues.ccxt.profiles import Profile, exchange_options, profile_for
@@ -160,7 +162,7 @@ class CcxtVenue(PositionsMixin):
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    async def _call(self, method: str, *args: Any) -> Any:
+    async def _call(self, method: str, *args: Any, gone_ok: bool = False) -> Any:
         """One ccxt call; ccxt errors come out as VenueErrors with a scrubbed message.
 
         Held while the venue's Retry-After runs; a Binance -1021 reloads the clock offset and
@@ -179,6 +181,8 @@ class CcxtVenue(PositionsMixin):
         try:
             result = await getattr(self.exchange, method)(*args)
         except Exception as exc:  # noqa: BLE001 - mapped, or re-raised when not ccxt's
+            if gone_ok and is_gone(exc):
+                return GONE  # the order is already gone (filled or cancelled): what we wanted
             if not is_clock_error(exc) or method == "load_time_difference":
                 self._raise_mapped(exc, method)
             await self._correct_clock(method)
