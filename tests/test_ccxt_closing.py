@@ -152,3 +152,19 @@ async def test_only_closes_of_one_category_share_a_batch():
         closer.submit("D/USD:BTC", "buy", "1", {}, key="inverse"),
     )
     assert sorted(batches) == [["A/USDT:USDT", "B/USDT:USDT"], ["C/USD:BTC", "D/USD:BTC"]]
+
+
+async def test_a_batch_refused_item_by_item_is_resent_order_by_order():
+    async with running() as server:
+        server.on("GET", "/fapi/v3/positionRisk", [risk("BTCUSDT", "0.010"), risk("ETHUSDT", "0.5")])
+        server.on("POST", "/fapi/v1/batchOrders", lambda r: [
+            {"code": -1102, "msg": "Mandatory parameter was not sent"} for _ in range(2)])
+        server.on("POST", "/fapi/v1/order", filled)
+        venue = make_venue(server, "binanceusdm")
+        try:
+            positions = await venue.fetch_positions()
+            results = await asyncio.gather(*(venue.close_position(p) for p in positions))
+        finally:
+            await venue.close()
+        assert sorted(results) == [pytest.approx(0.010), pytest.approx(0.5)]
+        assert len(server.calls("POST", "/fapi/v1/order")) == 2

@@ -231,7 +231,13 @@ class CloseBatcher:
             if not isinstance(exc, Exception):
                 raise
             return
-        for request, answer in zip(chunk, _pair(chunk, answers)):
+        paired = _pair(chunk, answers)
+        if len(chunk) > 1 and all(order_refused(a) is not None for a in paired):
+            # every order of the batch refused: the batch's shape may be what the venue refused
+            # (a field it reads differently in a batch), so each goes once more on its own
+            await self._one_by_one(chunk)
+            return
+        for request, answer in zip(chunk, paired):
             if request.done.done():
                 continue
             if len(chunk) == 1:
