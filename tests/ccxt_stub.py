@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ class Route:
     delay: float = 0.0
     times: int | None = None  # None: forever
     hits: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
 
     def matches(self, request: Request) -> bool:
         if self.times is not None and self.hits >= self.times:
@@ -79,8 +81,10 @@ class StubExchangeServer:
     # -- routes ----------------------------------------------------------------------------------
 
     def on(self, method: str, path: str, response: Any, *, status: int = 200,
-           match: dict[str, Any] | None = None, delay: float = 0.0, times: int | None = None) -> Route:
-        route = Route(method.upper(), path, response, status, match or {}, delay, times)
+           match: dict[str, Any] | None = None, delay: float = 0.0, times: int | None = None,
+           headers: dict[str, str] | None = None) -> Route:
+        route = Route(method.upper(), path, response, status, match or {}, delay, times,
+                      headers=dict(headers or {}))
         self.routes.insert(0, route)
         return route
 
@@ -116,10 +120,14 @@ class StubExchangeServer:
                     except asyncio.TimeoutError:
                         pass
                 payload = route.response(request) if callable(route.response) else route.response
+                status = route.status
+                if isinstance(payload, tuple):  # a handler's (status, payload)
+                    status, payload = payload
                 return web.Response(
-                    status=route.status,
+                    status=status,
                     text=payload if isinstance(payload, str) else json.dumps(payload),
                     content_type="application/json",
+                    headers=route.headers,
                 )
         self.unmatched.append(request)
         return web.Response(status=500, text='{"stub": "no route"}', content_type="application/json")
@@ -166,22 +174,35 @@ ENV = {
     "QT_ESS_API_PASSWORD": "stubPASS-71c3e9",
 }
 
+#: Kraken Futures signs with a base64 secret.
+ENV_BASE64 = {**ENV, "QT_ESS_API_SECRET": "c3R1YlNFQ1JFVC05YjdlNWMzYTFmMmQ0ZTZhOGMwYg=="}
+
 SYMBOLS = {
     "binanceusdm": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
     "bybit": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
     "okx": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
+    "krakenfutures": ["BTC/USD:USD", "ETH/USD:USD"],
+    "gate": ["BTC/USDT:USDT", "ETH/USDT:USDT"],
 }
 
 
 def serve_markets(server: StubExchangeServer, exchange_id: str, market_type: str = "swap") -> None:
     """The recorded markets endpoint(s) ``load_markets`` calls for the configured market type."""
     if market_type == "spot":
-        if exchange_id != "okx":
+        if exchange_id == "okx":
+            server.on("GET", "/api/v5/public/instruments", fixture("okx_instruments_spot.json"))
+        elif exchange_id == "bybit":
+            server.on("GET", "/v5/market/instruments-info", fixture("bybit_instruments_spot.json"))
+            server.on("GET", "/v5/user/query-api", {
+                "retCode": 0, "retMsg": "", "result": {"unified": 0, "uta": 1, "readOnly": 0}})
+            server.on("GET", "/v5/account/info", {"retCode": 0, "retMsg": "OK", "result": {
+                "unifiedMarginStatus": 6, "marginMode": "REGULAR_MARGIN"}})
+        else:
             raise ValueError(f"no spot fixture for {exchange_id}")
-        server.on("GET", "/api/v5/public/instruments", fixture("okx_instruments_spot.json"))
         return
     if exchange_id == "binanceusdm":
         server.on("GET", "/fapi/v1/exchangeInfo", fixture("binanceusdm_exchangeInfo.json"))
+        server.on("GET", "/fapi/v1/time", lambda r: {"serverTime": int(time.time() * 1000)})
     elif exchange_id == "bybit":
         empty = {"retCode": 0, "retMsg": "OK", "result": {"category": "linear", "list": []}}
         server.on("GET", "/v5/market/instruments-info", fixture("bybit_instruments_linear.json"))
@@ -197,6 +218,12 @@ def serve_markets(server: StubExchangeServer, exchange_id: str, market_type: str
         })
     elif exchange_id == "okx":
         server.on("GET", "/api/v5/public/instruments", fixture("okx_instruments_swap.json"))
+    elif exchange_id == "krakenfutures":
+        server.on("GET", "/derivatives/api/v3/instruments", fixture("krakenfutures_instruments.json"))
+    elif exchange_id == "gate":
+        for settle in ("usdt", "btc"):
+            server.on("GET", f"/api/v4/futures/{settle}/contracts",
+                      fixture("gate_contracts_usdt.json") if settle == "usdt" else [])
     else:
         raise ValueError(exchange_id)
 
@@ -207,7 +234,7 @@ def make_venue(server: StubExchangeServer, exchange_id: str, env: dict[str, str]
     from ess_tui.venues.ccxt.config import CcxtVenueConfig, read_credentials
     from ess_tui.venues.ccxt.venue import CcxtVenue, build_exchange
 
-    env = ENV if env is None else env
+    env = (ENV_BASE64 if exchange_id == "krakenfutures" else ENV) if env is None else env
     cfg = CcxtVenueConfig(exchange=exchange_id, symbols=config.pop("symbols", SYMBOLS[exchange_id]), **config)
     exchange = server.attach(build_exchange(cfg, read_credentials(cfg, env)))
     serve_markets(server, exchange_id, cfg.market_type)
@@ -225,3 +252,35 @@ async def running(*, strict: bool = True):
         await srv.stop()
     if strict:
         assert not srv.unmatched, [f"{r.method} {r.path}" for r in srv.unmatched]
+
+
+# -- batched orders ---------------------------------------------------------------------------------
+
+@dataclass
+class Item:
+    """One order of a batch, shaped like a :class:`Request` for the handlers tests already have."""
+
+    params: dict[str, Any]
+    body: Any = None
+    path: str = ""
+
+
+def binance_batch_items(request: Request) -> list[Item]:
+    return [Item(dict(order)) for order in json.loads(request.params["batchOrders"])]
+
+
+def serve_binance_orders(server: StubExchangeServer, handler: Any, path: str = "/fapi/v1") -> None:
+    """``handler(request)`` answers single orders and each order of a ``batchOrders`` call."""
+    server.on("POST", f"{path}/order", handler)
+    server.on("POST", f"{path}/batchOrders", lambda r: [handler(i) for i in binance_batch_items(r)])
+
+
+def binance_orders_sent(server: StubExchangeServer, path: str = "/fapi/v1") -> list[dict[str, Any]]:
+    """Every order sent, single or batched, in the order they reached the stub."""
+    out: list[dict[str, Any]] = []
+    for request in server.requests:
+        if request.method == "POST" and request.path == f"{path}/order":
+            out.append(request.params)
+        elif request.method == "POST" and request.path == f"{path}/batchOrders":
+            out.extend(i.params for i in binance_batch_items(request))
+    return out

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from ccxt_stub import running, make_venue
+from ccxt_stub import binance_orders_sent, make_venue, running, serve_binance_orders
 from ess_tui.engine.flatten import Flattener, RetryPolicy
 from ess_tui.engine.venue import Position
 
@@ -114,7 +114,7 @@ async def test_close_sends_reduce_only_market_orders_on_the_opposite_side_at_pre
     server.on("GET", "/fapi/v3/positionRisk", [
         risk("BTCUSDT", "0.015"), risk("ETHUSDT", "-1.234", entry="3000", mark="3010"),
     ])
-    server.on("POST", "/fapi/v1/order", filled)
+    serve_binance_orders(server, filled)
 
     positions = {p.symbol: p for p in await venue.fetch_positions()}
     assert positions["BTC/USDT:USDT"] == Position("BTC/USDT:USDT", "long", 0.015, 95000, 95500)
@@ -123,18 +123,18 @@ async def test_close_sends_reduce_only_market_orders_on_the_opposite_side_at_pre
     results = await asyncio.gather(venue.close_position(noisy), venue.close_position(positions["ETH/USDT:USDT"]))
 
     assert results == [0.015, 1.234]
-    sent = {r.params["symbol"]: r.params for r in server.calls("POST", "/fapi/v1/order")}
+    sent = {p["symbol"]: p for p in binance_orders_sent(server)}
     assert sent["BTCUSDT"]["side"] == "SELL" and sent["BTCUSDT"]["quantity"] == "0.015"
     assert sent["ETHUSDT"]["side"] == "BUY" and sent["ETHUSDT"]["quantity"] == "1.234"
     for params in sent.values():
-        assert params["type"] == "MARKET" and params["reduceOnly"] == "true"
+        assert params["type"] == "MARKET" and params["reduceOnly"] in ("true", True)
         assert "positionSide" not in params
 
 
 async def test_side_comes_from_the_signed_amount_when_notional_is_zero(server, venue):
     # ccxt derives binance's side from the notional's sign; without a mark price it is "0"
     server.on("GET", "/fapi/v3/positionRisk", [risk("ETHUSDT", "-0.5", notional="0")])
-    server.on("POST", "/fapi/v1/order", filled)
+    serve_binance_orders(server, filled)
 
     [position] = await venue.fetch_positions()
     assert position.side == "short"
@@ -146,40 +146,40 @@ async def test_hedge_mode_closes_each_side_with_its_position_side(server, venue)
     server.on("GET", "/fapi/v3/positionRisk", [
         risk("BTCUSDT", "0.020", side="LONG"), risk("BTCUSDT", "-0.005", side="SHORT"),
     ])
-    server.on("POST", "/fapi/v1/order", filled)
+    serve_binance_orders(server, filled)
 
     for position in await venue.fetch_positions():
         await venue.close_position(position)
 
-    sent = sorted((r.params["side"], r.params["positionSide"], r.params["quantity"])
-                  for r in server.calls("POST", "/fapi/v1/order"))
+    sent = sorted((p["side"], p["positionSide"], p["quantity"]) for p in binance_orders_sent(server))
     assert sent == [("BUY", "SHORT", "0.005"), ("SELL", "LONG", "0.02")]
     # in hedge mode binance rejects reduceOnly; an order on the position's own side only reduces it
-    assert all("reduceOnly" not in r.params for r in server.calls("POST", "/fapi/v1/order"))
+    assert all("reduceOnly" not in p for p in binance_orders_sent(server))
 
 
 async def test_close_never_sends_more_than_the_venue_holds(server, venue):
     server.on("GET", "/fapi/v3/positionRisk", [risk("BTCUSDT", "0.015")])
-    server.on("POST", "/fapi/v1/order", filled)
+    serve_binance_orders(server, filled)
 
     await venue.fetch_positions()
     assert await venue.close_position(Position("BTC/USDT:USDT", "long", 5.0)) == 0.015
-    assert [r.params["quantity"] for r in server.calls("POST", "/fapi/v1/order")] == ["0.015"]
+    assert [p["quantity"] for p in binance_orders_sent(server)] == ["0.015"]
 
     # gone at the venue: nothing is sent at all
     server.on("GET", "/fapi/v3/positionRisk", [])
     await venue.fetch_positions()
     assert await venue.close_position(Position("ETH/USDT:USDT", "short", 1.0)) == 0.0
-    assert len(server.calls("POST", "/fapi/v1/order")) == 1
+    assert len(binance_orders_sent(server)) == 1
 
 
 async def test_a_position_above_the_market_order_limit_is_closed_in_pieces(server, venue):
     server.on("GET", "/fapi/v3/positionRisk", [risk("BTCUSDT", "250.5")])  # market max is 120
-    server.on("POST", "/fapi/v1/order", filled)
+    serve_binance_orders(server, filled)
 
     [position] = await venue.fetch_positions()
     assert await venue.close_position(position) == pytest.approx(250.5)
-    assert [r.params["quantity"] for r in server.calls("POST", "/fapi/v1/order")] == ["120", "120", "10.5"]
+    # as even as the step allows, each within the 120 market-order cap (was 120 + 120 + 10.5)
+    assert [p["quantity"] for p in binance_orders_sent(server)] == ["83.5", "83.5", "83.5"]
 
 
 async def test_dead_man_countdown_is_armed_per_symbol_rearmed_and_disarmed(server):
@@ -241,10 +241,10 @@ async def test_engine_flatten_loop_goes_flat_on_binance(server, venue):
     server.on("GET", "/fapi/v1/openAlgoOrders", lambda r: state["algo"])
     server.on("DELETE", "/fapi/v1/allOpenOrders", cancel("orders"))
     server.on("DELETE", "/fapi/v1/algoOpenOrders", cancel("algo"))
-    server.on("POST", "/fapi/v1/order", close)
+    serve_binance_orders(server, close)
 
     report = await Flattener(venue, retry=RetryPolicy(initial_sec=0.01, max_attempts=3)).run()
 
     assert report.flat is True and report.attempts == 1
     assert report.orders_canceled == 2 and report.positions_closed == 2
-    assert all(r.params["reduceOnly"] == "true" for r in server.calls("POST", "/fapi/v1/order"))
+    assert all(p["reduceOnly"] in ("true", True) for p in binance_orders_sent(server))

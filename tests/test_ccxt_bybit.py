@@ -74,7 +74,7 @@ async def venue(server):
     await v.close()
 
 
-async def test_cancel_all_per_symbol_in_regular_and_conditional_books(server, venue):
+async def test_cancel_all_is_account_wide_per_settle_coin_in_regular_and_conditional_books(server, venue):
     stop = order("s1", "BTCUSDT", "Sell", "0.015", price="0", trigger="80000",
                  stop_type="StopLoss", status="Untriggered", kind="Market", reduce_only=True)
     server.on("GET", "/v5/order/realtime", listing([order("o1", "ETHUSDT", "Buy", "0.50"), stop]),
@@ -82,14 +82,20 @@ async def test_cancel_all_per_symbol_in_regular_and_conditional_books(server, ve
     server.on("GET", "/v5/order/realtime", listing([stop]),
               match={"settleCoin": "USDT", "orderFilter": "StopOrder"})
     server.on("POST", "/v5/order/cancel-all", ok({"list": [], "success": "1"}))
+    server.on("POST", "/v5/order/cancel-all", ok({"list": [{"orderId": "o1", "orderLinkId": ""}]}),
+              match={"settleCoin": "USDT"})
+    server.on("POST", "/v5/order/cancel-all", ok({"list": [{"orderId": "s1", "orderLinkId": ""}]}),
+              match={"settleCoin": "USDT", "orderFilter": "StopOrder"})
 
-    assert await venue.cancel_all_orders() == 2  # the stop order is listed twice, counted once
+    assert await venue.cancel_all_orders() == 2  # what the venue says it cancelled
 
-    cancels = sorted((r.body["symbol"], r.body["category"], r.body.get("orderFilter", "-"))
-                     for r in server.calls("POST", "/v5/order/cancel-all"))
-    assert cancels == [("BTCUSDT", "linear", "-"), ("BTCUSDT", "linear", "StopOrder"),
-                       ("ETHUSDT", "linear", "-"), ("ETHUSDT", "linear", "StopOrder")]
-    # listing is account-wide per settle coin, never a symbol-less call without one
+    # by settle coin, not per symbol: orders on symbols the listing missed are cancelled too
+    cancels = sorted((r.body.get("settleCoin"), r.body["category"], r.body.get("orderFilter", "-"),
+                      "symbol" in r.body) for r in server.calls("POST", "/v5/order/cancel-all"))
+    assert cancels == [("USDC", "linear", "-", False), ("USDC", "linear", "StopOrder", False),
+                       ("USDT", "linear", "-", False), ("USDT", "linear", "StopOrder", False)]
+    # listing (for the panel and the check) is account-wide per settle coin, never without one
+    await venue.fetch_open_orders()
     coins = {r.params["settleCoin"] for r in server.calls("GET", "/v5/order/realtime")}
     assert coins == {"USDT", "USDC"}
 
@@ -180,8 +186,10 @@ async def test_engine_flatten_loop_goes_flat_on_bybit(server, venue):
         return CREATED
 
     def cancel(request):
-        state["orders"] = [o for o in state["orders"] if o["symbol"] != request.body["symbol"]]
-        return ok({"list": [], "success": "1"})
+        gone = [o for o in state["orders"] if request.body.get("settleCoin") == "USDT"
+                and "orderFilter" not in request.body]
+        state["orders"] = [o for o in state["orders"] if o not in gone]
+        return ok({"list": [{"orderId": o["orderId"], "orderLinkId": ""} for o in gone]})
 
     server.on("GET", "/v5/position/list", lambda r: ok({"list": state["positions"]}),
               match={"settleCoin": "USDT"})

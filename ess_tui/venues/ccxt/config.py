@@ -27,6 +27,7 @@ from ess_tui.config import ConfigError
 __all__ = [
     "CcxtConfigError",
     "CcxtVenueConfig",
+    "check_capabilities",
     "check_markets",
     "check_static",
     "exchange_family",
@@ -216,7 +217,41 @@ def check_static(config: CcxtVenueConfig, environ: Mapping[str, str] | None = No
                 "environment in ccxt; set demo_trading = false"
                 + ("; try sandbox = true" if urls.get("test") else "")
             )
+    check_capabilities(config, dict(probe.has or {}))
     read_credentials(config, environ, required=probe.requiredCredentials)
+
+
+#: What flattening needs from a ccxt class, per market type: (has key, what it is, alternatives).
+_NEEDED = {
+    "derivatives": (
+        (("fetchPositions",), "open positions (fetchPositions)"),
+        (("fetchOpenOrders",), "open orders (fetchOpenOrders)"),
+        (("cancelAllOrders", "cancelOrders", "cancelOrder"), "order cancel (cancelOrder)"),
+        (("createReduceOnlyOrder",), "reduce-only market orders (createReduceOnlyOrder)"),
+    ),
+    "spot": (
+        (("fetchBalance",), "balances (fetchBalance)"),
+        (("fetchOpenOrders",), "open orders (fetchOpenOrders)"),
+        (("cancelAllOrders", "cancelOrders", "cancelOrder"), "order cancel (cancelOrder)"),
+        (("createOrder",), "market orders (createOrder)"),
+    ),
+}
+
+
+def check_capabilities(config: CcxtVenueConfig, has: Mapping[str, Any]) -> None:
+    """Refuse an exchange whose ccxt class lacks what flattening needs, naming what is missing."""
+    if has.get(config.market_type) is False:
+        raise CcxtConfigError(
+            f"bad config: venue.market_type = {config.market_type!r}: {config.exchange} has no "
+            f"{config.market_type} markets in ccxt; pick another market_type or exchange"
+        )
+    needs = _NEEDED["spot" if config.market_type == "spot" else "derivatives"]
+    missing = [what for keys, what in needs if not any(has.get(k) is True for k in keys)]
+    if missing:
+        raise CcxtConfigError(
+            f"bad config: venue.exchange = {config.exchange!r} cannot be flattened by ess-tui: "
+            f"its ccxt class lacks {', '.join(missing)}; pick an exchange that has them"
+        )
 
 
 def read_credentials(

@@ -10,6 +10,12 @@ Two mechanisms are used, chosen by :mod:`ess_tui.venues.ccxt.profiles`:
 * ``countdown`` — Binance futures' ``countdownCancelAll`` (per symbol; 0 disarms), which ccxt
   exposes only as an implicit endpoint.
 
+A heartbeat never delays an emergency order: the per-symbol countdown calls go one at a time and
+at zero cost in ccxt's rate limiter (they take no tokens from the orders queued behind them), and a
+re-arm steps aside while the venue is cancelling or closing (``busy``); if a flatten outlasts the
+countdown, the exchange cancels the resting orders — which is what the flatten is doing anyway.
+Orders on symbols a per-symbol countdown does not cover are named in :meth:`status`.
+
 ``armed`` is true only while the last successful arm has not yet run out: what the venue panel
 shows is what the exchange will do.
 """
@@ -45,6 +51,8 @@ class DeadManSwitch:
         exchange_id: str,
         note: str | None = None,
         clock: Callable[[], datetime] = utcnow,
+        busy: Callable[[], bool] = lambda: False,
+        open_order_symbols: Callable[[], list[str]] = list,
     ) -> None:
         self.mechanism = mechanism
         self.timeout_sec = timeout_sec
@@ -53,6 +61,9 @@ class DeadManSwitch:
         self._market_ids = market_ids
         self._exchange_id = exchange_id
         self._clock = clock
+        self._busy = busy
+        self._open_order_symbols = open_order_symbols
+        self.deferred = 0  # re-arms that stepped aside for an emergency
         self._expires_at: datetime | None = None
         self._task: asyncio.Task[None] | None = None
         self._arming: asyncio.Future[bool] | None = None
@@ -75,26 +86,29 @@ class DeadManSwitch:
     def rearm_interval_sec(self) -> float:
         return self.timeout_sec / 3.0
 
-    async def _send(self, milliseconds: int) -> None:
+    async def _send(self, milliseconds: int, *, yield_to_emergency: bool = False) -> bool:
+        """Send the countdown. False: a re-arm stepped aside for an emergency (not all sent)."""
         if self.mechanism == "cancel_all_after":
             await self._call("cancel_all_orders_after", milliseconds)
         elif self.mechanism == "countdown":
-            method = (
-                "dapiPrivatePostCountdownCancelAll" if self._exchange_id == "binancecoinm"
-                else "fapiPrivatePostCountdownCancelAll"
-            )
-            await asyncio.gather(*(
-                self._call(method, {"symbol": market_id, "countdownTime": milliseconds})
-                for market_id in self._market_ids()
-            ))
+            api = "dapiPrivate" if self._exchange_id == "binancecoinm" else "fapiPrivate"
+            for market_id in self._market_ids():
+                if yield_to_emergency and self._busy():
+                    return False
+                # cost 0: the heartbeat takes no tokens from the orders queued behind it
+                await self._call("request", "countdownCancelAll", [api], "POST",
+                                 {"symbol": market_id, "countdownTime": milliseconds}, {"cost": 0})
+        return True
 
-    async def arm(self) -> bool:
+    async def arm(self, *, yield_to_emergency: bool = False) -> bool:
         """(Re-)arm the countdown once. Returns whether it is armed; errors are kept, not raised."""
         if not self.supported:
             return False
         sent_at = self._clock()
         try:
-            await self._send(int(self.timeout_sec * 1000))
+            if not await self._send(int(self.timeout_sec * 1000), yield_to_emergency=yield_to_emergency):
+                self.deferred += 1  # some symbols re-armed, not all: the earlier expiry stands
+                return self.armed
         except VenueError as exc:
             self.last_error = str(exc)
             log.warning("dead-man switch not re-armed: %s", exc)
@@ -139,8 +153,12 @@ class DeadManSwitch:
     async def _keep_armed(self) -> None:
         while True:
             await asyncio.sleep(self.rearm_interval_sec)
+            if self._busy():
+                self.deferred += 1
+                while self._busy():  # re-arm as soon as the emergency calls are done
+                    await asyncio.sleep(min(0.25, self.rearm_interval_sec))
             try:
-                self._arming = asyncio.ensure_future(self.arm())
+                self._arming = asyncio.ensure_future(self.arm(yield_to_emergency=True))
                 await asyncio.shield(self._arming)
             except asyncio.CancelledError:
                 raise
@@ -158,4 +176,11 @@ class DeadManSwitch:
             "expires_at": expires.isoformat() if expires else None,
             "note": self.note,
             "last_error": self.last_error,
+            # open orders the exchange's countdown will not cancel (per-symbol countdown only)
+            "uncovered_symbols": self.uncovered_symbols(),
         }
+
+    def uncovered_symbols(self) -> list[str]:
+        if self.mechanism != "countdown":
+            return []
+        return sorted(self._open_order_symbols())

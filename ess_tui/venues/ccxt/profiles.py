@@ -36,6 +36,13 @@ class Book:
 _REGULAR = Book("regular")
 _BINANCE_TRIGGER = Book("trigger", {"trigger": True}, {"trigger": True}, trigger=True)
 _BYBIT_TRIGGER = Book("trigger", {"trigger": True}, {"trigger": True}, trigger=True)
+#: Bybit spot keeps TP/SL, conditional, OCO and bidirectional TP/SL orders apart (``orderFilter``).
+_BYBIT_SPOT = tuple(
+    Book(label, {"orderFilter": f}, {"orderFilter": f}, trigger=True)
+    for label, f in (("tpsl", "tpslOrder"), ("stop", "StopOrder"), ("oco", "OcoOrder"),
+                     ("bidirectional tpsl", "BidirectionalTpslOrder"))
+)
+_GATE_TRIGGER = Book("price-triggered", {"trigger": True}, {"trigger": True}, trigger=True)
 _OKX_ALGO = tuple(
     Book(f"algo {kind}", {"trigger": True, "ordType": kind}, {"trigger": True}, trigger=True)
     for kind in ("conditional,oco", "trigger", "move_order_stop", "iceberg", "twap")
@@ -54,6 +61,10 @@ class Profile:
     order_queries: tuple[Query, ...]
     cancel_batch: int = 20  # ids per cancel_orders call
     trigger_cancel_batch: int = 10
+    create_batch: int = 1  # orders per create_orders call (1: one create_order each)
+    paging: str | None = None  # "okx" (after = last id) | "bybit" (nextPageCursor) | "offset" | None
+    cancel_wide: tuple[Query, ...] = ()  # account-wide cancel-all calls (scope = "account")
+    wide_reports_ids: bool = False  # the account-wide cancel answers with the ids it cancelled
     dead_man: str | None = None  # "cancel_all_after" | "countdown" | None
     dead_man_note: str | None = None
 
@@ -97,7 +108,7 @@ def _market_load_types(exchange_id: str, family: str, market_type: str) -> list[
         return ["linear", "inverse"]
     if family == "bybit":
         return ["spot"] if market_type == "spot" else ["linear", "inverse"]
-    if family == "okx":
+    if family == "okx" or exchange_id in ("gate", "krakenfutures"):
         return [market_type]
     return None
 
@@ -118,6 +129,9 @@ def exchange_options(config: CcxtVenueConfig, defaults: dict[str, Any]) -> dict[
         base = dict(fetch_markets) if isinstance(fetch_markets, dict) else {}
         options["fetchMarkets"] = {**base, "types": types}
     if family == "binance":
+        # the offset to the venue's clock is loaded with the markets and used for every signed
+        # request's timestamp (a drifting host clock otherwise gets -1021 on every call)
+        options["adjustForTimeDifference"] = True
         options["leverageBrackets"] = {}
         open_orders = defaults.get("fetchOpenOrders")
         base = dict(open_orders) if isinstance(open_orders, dict) else {}
@@ -138,6 +152,9 @@ def profile_for(
     per_symbol: tuple[Query, ...] = tuple((s, {}) for s in symbols)
     dead_man: str | None = None
     note: str | None = None
+    paging: str | None = None
+    cancel_wide: tuple[Query, ...] = ()
+    wide_reports_ids = False
 
     if family == "binance":
         books = (_REGULAR,) if market_type == "spot" else (_REGULAR, _BINANCE_TRIGGER)
@@ -153,7 +170,9 @@ def profile_for(
             note = "this binance market has no cancel-all countdown"
     elif family == "bybit":
         books = (_REGULAR, _BYBIT_TRIGGER)
+        paging = "bybit"
         if market_type == "spot":
+            books = (_REGULAR, *_BYBIT_SPOT)
             positions, orders = ((None, {}),), ((None, {}),)
         else:
             settles = {"USDT", "USDC"} | {
@@ -167,16 +186,31 @@ def profile_for(
             )
             positions = (*linear, (None, {"subType": "inverse"}))
             orders = (*linear, *inverse_symbols)
+            cancel_wide = linear
+            wide_reports_ids = True
         note = (
             "bybit's cancel-all-after (DCP) only fires when a private websocket drops and must be "
             "enabled by Bybit; ess-tui holds no such websocket, so it is not used"
         )
     elif family == "okx":
-        books = (_REGULAR,) if market_type == "spot" else (_REGULAR, *_OKX_ALGO)
+        books = (_REGULAR, *_OKX_ALGO)  # spot has algo orders too (conditional, OCO, trigger…)
         positions, orders = ((None, {}),), ((None, {}),)
+        paging = "okx"
         if has.get("cancelAllOrdersAfter"):
             dead_man = "cancel_all_after"
             note = "okx cancel-all-after, account-wide"
+    elif exchange_id == "krakenfutures":
+        # one list of open orders (trigger orders included), one account-wide cancel-all for both
+        books = (_REGULAR,)
+        positions, orders = ((None, {}),), ((None, {}),)
+        cancel_wide = ((None, {}),)
+        dead_man = "cancel_all_after"
+        note = "krakenfutures cancelallordersafter (dead man's switch), account-wide"
+    elif exchange_id == "gate":
+        books = (_REGULAR, _GATE_TRIGGER)
+        positions, orders = ((None, {}),), ((None, {}),)
+        paging = "offset"
+        note = "gate's countdown_cancel_all is per contract and not in ccxt's unified API; not used"
     else:
         books = (_REGULAR,)
         positions = ((list(symbols), {}),)
@@ -186,6 +220,13 @@ def profile_for(
             note = "ccxt cancel_all_orders_after"
         else:
             note = f"{exchange_id} has no cancel-all-after in ccxt"
+    create_batch = 1
+    if family == "okx":
+        create_batch = 20
+    elif family == "bybit":
+        create_batch = 10 if market_type == "spot" else 20
+    elif family == "binance" and market_type != "spot":
+        create_batch = 5
     if not config.dead_man_enabled:
         dead_man, note = None, "off in ess.toml (dead_man_timeout_sec = 0)"
     return Profile(
@@ -197,4 +238,8 @@ def profile_for(
         order_queries=orders,
         dead_man=dead_man,
         dead_man_note=note,
+        create_batch=create_batch,
+        paging=paging,
+        cancel_wide=cancel_wide,
+        wide_reports_ids=wide_reports_ids,
     )

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -31,9 +30,9 @@ from typing import Any
 from ess_tui.engine.state import clean_text, utcnow
 from ess_tui.engine.venue import (
     Order,
-    Position,
     VenueAuthError,
     VenueError,
+    VenueRateLimited,
     VenueRejected,
     VenueUnavailable,
 )
@@ -44,9 +43,20 @@ from ess_tui.venues.ccxt.config import (
     exchange_family,
     read_credentials,
 )
+from ess_tui.venues.ccxt.closing import CloseBatcher
 from ess_tui.venues.ccxt.deadman import DeadManSwitch
 from ess_tui.venues.ccxt.errors import map_ccxt_error, redact
-from ess_tui.venues.ccxt.profiles import Book, Profile, exchange_options, profile_for
+from ess_tui.venues.ccxt.orders import OrderDesk
+from ess_tui.venues.ccxt.positions import PositionsMixin, worst
+from ess_tui.venues.ccxt.pacing import (
+    GONE,
+    SLEEP_THROUGH_SEC,
+    Backoff,
+    is_clock_error,
+    is_gone,
+    retry_after_seconds,
+)
+from ess_tui.venues.ccxt.profiles import Profile, exchange_options, profile_for
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +66,6 @@ wire_log = logging.getLogger("ess_tui.venues.ccxt_wire")
 wire_log.setLevel(logging.WARNING)
 
 __all__ = ["CcxtVenue", "build_exchange"]
-
-#: Most market orders one close may be split into (positions above the market's max order size).
-_MAX_CHUNKS = 50
 
 
 def build_exchange(
@@ -92,36 +99,7 @@ def build_exchange(
     return exchange
 
 
-def _worst(errors: list[BaseException]) -> BaseException:
-    """The error to raise after a fan-out: an auth error first, else the first one."""
-    for exc in errors:
-        if isinstance(exc, VenueAuthError):
-            return exc
-    return errors[0]
-
-
-def _number(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return number if math.isfinite(number) else 0.0
-
-
-def _side_from_info(info: dict[str, Any]) -> str | None:
-    """The position's side from the venue's own fields, when ccxt could not tell (None: unknown)."""
-    position_side = str(info.get("positionSide") or info.get("posSide") or "").lower()
-    if position_side in ("long", "short"):
-        return position_side
-    for key in ("positionAmt", "pos", "currentQty"):
-        amount = _number(info.get(key))
-        if amount:
-            return "long" if amount > 0 else "short"
-    side = str(info.get("side") or "").lower()
-    return {"buy": "long", "sell": "short"}.get(side)
-
-
-class CcxtVenue:
+class CcxtVenue(PositionsMixin):
     """The ESS's venue on a real exchange. Build it, ``await start()``, ``await close()``."""
 
     def __init__(
@@ -153,6 +131,18 @@ class CcxtVenue:
         self.last_error_at: datetime | None = None
         self.auth_failed = False
         self.settle_currency: str | None = config.settle_currency
+        self.orders = OrderDesk(self)
+        self.backoff = Backoff()
+        self.clock_offset_ms = 0
+        self.clock_note: str | None = None
+        self._emergency = 0  # cancel / close calls in flight (the dead-man re-arm steps aside)
+        self._closer = CloseBatcher(
+            size=self._profile.create_batch if self.exchange.has.get("createOrders") else 1,
+            send_batch=self._send_closes, send_one=self._send_close,
+            # a batch refused as a whole (not a network failure): each order alone, so one bad
+            # order, or a batch shape the venue will not take, never holds the others back
+            one_by_one_after=lambda exc: isinstance(exc, VenueRejected),
+        )
         self.dead_man = DeadManSwitch(
             mechanism=self._profile.dead_man,
             timeout_sec=config.dead_man_timeout_sec,
@@ -161,6 +151,10 @@ class CcxtVenue:
             exchange_id=config.exchange,
             note=self._profile.dead_man_note,
             clock=clock,
+            busy=lambda: self._emergency > 0,
+            open_order_symbols=lambda: [
+                s for s in self.orders.last_symbols if s not in self.config.symbols
+            ],
         )
 
     def __repr__(self) -> str:
@@ -168,19 +162,65 @@ class CcxtVenue:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    async def _call(self, method: str, *args: Any) -> Any:
-        """One ccxt call; ccxt errors come out as VenueErrors with a scrubbed message."""
+    async def _call(self, method: str, *args: Any, gone_ok: bool = False) -> Any:
+        """One ccxt call; ccxt errors come out as VenueErrors with a scrubbed message.
+
+        Held while the venue's Retry-After runs; a Binance -1021 reloads the clock offset and
+        resends once (:mod:`ess_tui.venues.ccxt.pacing`).
+        """
+        left = self.backoff.remaining()
+        if left > SLEEP_THROUGH_SEC:
+            exc = VenueRateLimited(
+                f"{self.exchange_id} {method}: not sent: backing off {left:.0f}s more as the venue "
+                f"asked ({self.backoff.reason})", venue=self.exchange_id, call=method,
+            )
+            self._note_error(exc)
+            raise exc
+        if left > 0:
+            await asyncio.sleep(left)
         try:
             result = await getattr(self.exchange, method)(*args)
         except Exception as exc:  # noqa: BLE001 - mapped, or re-raised when not ccxt's
-            self._raise_mapped(exc, method)
+            if gone_ok and is_gone(exc):
+                return GONE  # the order is already gone (filled or cancelled): what we wanted
+            if not is_clock_error(exc) or method == "load_time_difference":
+                self._raise_mapped(exc, method)
+            await self._correct_clock(method)
+            try:
+                result = await getattr(self.exchange, method)(*args)
+            except Exception as again:  # noqa: BLE001
+                self._raise_mapped(again, method)
         self.last_ok_at = self._clock()
         if method != "load_markets":  # a private call went through: the key works (again)
             self.auth_failed = False
         return result
 
+    async def _correct_clock(self, method: str) -> None:
+        """-1021: our clock and the venue's disagree. Reload the offset, say so."""
+        before = self.clock_offset_ms
+        await self._call("load_time_difference")
+        self.clock_offset_ms = int((self.exchange.options or {}).get("timeDifference") or 0)
+        self.clock_note = (
+            f"clock drift: {self.exchange_id} refused a timestamp (-1021) on {method}; clock "
+            f"offset corrected from {before} ms to {self.clock_offset_ms} ms and the call resent"
+        )
+        log.warning("%s", self.clock_note)
+
     def _raise_mapped(self, exc: Exception, method: str) -> None:
         mapped = map_ccxt_error(exc, venue=self.exchange_id, call=method, secrets=self._secrets)
+        if isinstance(mapped, VenueRateLimited):
+            wait = retry_after_seconds(getattr(self.exchange, "last_response_headers", None))
+            if wait is not None:
+                self.backoff.hold(wait, f"Retry-After {wait:g}s")
+                mapped = VenueRateLimited(
+                    f"{mapped}; the venue asks to wait {wait:g}s (Retry-After): backing off, no "
+                    "call before then", venue=self.exchange_id, call=method,
+                )
+            else:
+                mapped = VenueRateLimited(
+                    f"{mapped}; no Retry-After from the venue: the flatten's own back-off applies",
+                    venue=self.exchange_id, call=method,
+                )
         if mapped is None and isinstance(exc, VenueError):
             raise exc
         if mapped is None:
@@ -215,8 +255,10 @@ class CcxtVenue:
                 # every concurrent call of the first flatten pass
                 await self._call("is_unified_enabled")
             markets = self.exchange.markets or {}
+            self.clock_offset_ms = int((self.exchange.options or {}).get("timeDifference") or 0)
             self._profile = profile_for(self.config, dict(self.exchange.has), markets)
             self.dead_man.mechanism = self._profile.dead_man
+            self._closer.size = self._profile.create_batch if self.exchange.has.get("createOrders") else 1
             if self.settle_currency is None:
                 first = markets.get(self.config.symbols[0]) or {}
                 self.settle_currency = first.get("settle") or first.get("quote")
@@ -242,7 +284,7 @@ class CcxtVenue:
         results = await asyncio.gather(*calls, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
-            raise _worst(errors)
+            raise worst(errors)
         return results
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -305,257 +347,17 @@ class CcxtVenue:
             "last_error_at": self.last_error_at,
             "auth_failed": self.auth_failed,
             "markets_loaded": self._markets_ready,
+            "clock_offset_ms": self.clock_offset_ms,
+            "clock_note": self.clock_note,
+            "backing_off_sec": round(self.backoff.remaining(), 1) or None,
         }
 
-    # -- positions -----------------------------------------------------------------------------
-
-    async def _positions_raw(self) -> list[dict[str, Any]]:
-        if self.config.market_type == "spot":
-            return await self._spot_holdings()
-        batches = await self._fan_out([
-            self._call("fetch_positions", symbols, dict(params))
-            for symbols, params in self._profile.position_queries
-        ])
-        seen: dict[tuple[str, str], dict[str, Any]] = {}
-        for raw in (p for batch in batches for p in (batch or [])):
-            symbol = raw.get("symbol")
-            if not self._in_scope(symbol) or abs(_number(raw.get("contracts"))) <= 0:
-                continue
-            side = raw.get("side")
-            if side not in ("long", "short"):
-                side = _side_from_info(raw.get("info") or {})
-                raw = {**raw, "side": side or "long", "_side_guessed": side is None}
-            seen[(symbol, raw["side"])] = raw
-        self._positions = seen
-        return list(seen.values())
-
-    async def _spot_holdings(self) -> list[dict[str, Any]]:
-        """Spot balances of the listed symbols' base currencies, when configured; else none."""
-        if not self.config.include_spot_balances:
-            self._positions = {}
-            return []
-        balance = await self._call("fetch_balance")
-        markets = self.exchange.markets or {}
-        seen: dict[tuple[str, str], dict[str, Any]] = {}
-        for symbol in self.config.symbols:
-            market = markets.get(symbol) or {}
-            base = market.get("base")
-            total = _number((balance.get("total") or {}).get(base))
-            minimum = _number(((market.get("limits") or {}).get("amount") or {}).get("min"))
-            if total <= 0 or total < minimum:
-                continue  # nothing, or dust the market will not take
-            free = _number((balance.get("free") or {}).get(base))
-            seen[(symbol, "long")] = {
-                "symbol": symbol, "side": "long", "contracts": total, "free": free,
-            }
-        self._positions = seen
-        return list(seen.values())
-
-    @staticmethod
-    def _to_position(raw: dict[str, Any]) -> Position:
-        return Position(
-            symbol=raw["symbol"],
-            side=raw["side"],
-            amount=abs(_number(raw.get("contracts"))),
-            entry_price=_number(raw.get("entryPrice")),
-            mark_price=_number(raw.get("markPrice")),
-        )
-
-    async def fetch_positions(self) -> list[Position]:
-        """Every open position in scope (amount in the market's order units: contracts)."""
-        await self._ready()
-        return [self._to_position(raw) for raw in await self._positions_raw()]
-
-    def _max_order_amount(self, market: dict[str, Any]) -> float | None:
-        limits = market.get("limits") or {}
-        for value in (
-            (limits.get("market") or {}).get("max"),
-            ((market.get("info") or {}).get("lotSizeFilter") or {}).get("maxMktOrderQty"),
-            (limits.get("amount") or {}).get("max"),
-        ):
-            number = _number(value)
-            if number > 0:
-                return number
-        return None
-
-    def _chunks(self, symbol: str, amount: float) -> list[float]:
-        """``amount`` split into orders the market accepts, each at the amount precision."""
-        market = self.exchange.market(symbol)
-        largest = self._max_order_amount(market)
-        pieces = [amount]
-        if largest is not None and amount > largest:
-            count = math.ceil(amount / largest)
-            if count > _MAX_CHUNKS:
-                raise VenueRejected(
-                    f"{self.exchange_id}: {symbol} position of {amount:g} needs {count} market "
-                    f"orders of at most {largest:g}; close it by hand",
-                    venue=self.exchange_id, call="create_order",
-                )
-            pieces = [largest] * (count - 1) + [amount - largest * (count - 1)]
-        out: list[float] = []
-        for piece in pieces:
-            try:
-                out.append(float(self.exchange.amount_to_precision(symbol, piece)))
-            except Exception as exc:  # noqa: BLE001 - ccxt says the amount is below the step
-                mapped = map_ccxt_error(exc, venue=self.exchange_id, call="amount_to_precision")
-                step = (market.get("precision") or {}).get("amount")
-                raise VenueRejected(
-                    f"{self.exchange_id}: {symbol} amount {piece:g} is below the market's amount "
-                    f"step {step}; close the remainder by hand ({mapped or exc})",
-                    venue=self.exchange_id, call="create_order",
-                ) from None
-        return [p for p in out if p > 0]
-
-    async def close_position(self, position: Position) -> float:
-        """One reduce-only market order (or a few, above the market's max size) closing ``position``.
-
-        The amount is the smaller of ``position.amount`` and what the venue last said is open; a
-        position the venue no longer shows is not traded. Returns the amount filled, or sent when
-        the venue does not report fills in its answer.
-        """
-        await self._ready()
-        key = (position.symbol, position.side)
-        raw = self._positions.get(key)
-        if raw is None:
-            await self._positions_raw()  # look again rather than trade on a stale picture
-            raw = self._positions.get(key)
-            if raw is None:
-                return 0.0
-        if raw.get("_side_guessed"):
-            raise VenueRejected(
-                f"{self.exchange_id}: {position.symbol} position side not reported by the venue; "
-                "not closing blind, close it by hand",
-                venue=self.exchange_id, call="create_order",
-            )
-        held = abs(_number(raw.get("contracts")))
-        if self.config.market_type == "spot":
-            balance = await self._call("fetch_balance")
-            base = self.exchange.market(position.symbol)["base"]
-            held = min(held, _number((balance.get("free") or {}).get(base)))
-        amount = min(position.amount, held)
-        if amount <= 0:
-            return 0.0
-        side = position.closing_side
-        params = self._profile.close_params(raw)
-        filled_total = 0.0
-        for piece in self._chunks(position.symbol, amount):
-            try:
-                order = await self._call(
-                    "create_order", position.symbol, "market", side, piece, None, dict(params)
-                )
-            except VenueError as exc:
-                if not isinstance(exc, VenueAuthError):
-                    self._order_failures.append((self._clock(), str(exc)))
-                raise
-            filled = (order or {}).get("filled")
-            filled_total += _number(filled) if filled is not None else piece
-        log.info("closed %s: %s %s market reduce-only", position.describe(), side, amount)
-        return filled_total
-
-    async def close_all_positions(self) -> int:
-        """Close every position concurrently. Returns how many; raises if any could not be."""
-        positions = await self.fetch_positions()
-        results = await asyncio.gather(
-            *(self.close_position(p) for p in positions), return_exceptions=True
-        )
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise _worst(errors)
-        return sum(1 for r in results if _number(r) > 0)
-
-    # -- orders --------------------------------------------------------------------------------
-
-    async def _open_orders_raw(self) -> list[tuple[Book, dict[str, Any]]]:
-        queries = [
-            (book, symbol, {**params, **book.fetch_params})
-            for symbol, params in self._profile.order_queries
-            for book in self._profile.books
-        ]
-        batches = await self._fan_out([
-            self._call("fetch_open_orders", symbol, None, None, params)
-            for _, symbol, params in queries
-        ])
-        seen: dict[str, tuple[Book, dict[str, Any]]] = {}
-        for (book, _, _), batch in zip(queries, batches):
-            for raw in batch or []:
-                if not self._in_scope(raw.get("symbol")):
-                    continue
-                order_id = str(raw.get("id"))
-                if order_id not in seen or book.trigger:  # a trigger book knows it better
-                    seen[order_id] = (book, raw)
-        return list(seen.values())
-
-    @staticmethod
-    def _to_order(book: Book, raw: dict[str, Any]) -> Order:
-        stop = raw.get("stopLossPrice") or raw.get("triggerPrice") or raw.get("stopPrice")
-        take = raw.get("takeProfitPrice")
-        if take and not raw.get("stopLossPrice"):
-            kind = "take_profit"
-        elif book.trigger or stop:
-            kind = "stop"
-        else:
-            kind = str(raw.get("type") or "limit")
-        remaining = raw.get("remaining")
-        amount = _number(remaining if remaining is not None else raw.get("amount"))
-        price = raw.get("price") or stop or take
-        return Order(
-            id=str(raw.get("id")),
-            symbol=str(raw.get("symbol")),
-            side=raw.get("side") or "buy",
-            amount=amount,
-            price=_number(price) or None,
-            kind=kind,
-            reduce_only=bool(raw.get("reduceOnly")),
-        )
+    # -- orders (ess_tui.venues.ccxt.orders) ---------------------------------------------------
 
     async def fetch_open_orders(self) -> list[Order]:
-        """Every open order in scope: regular and stop/trigger/algo books alike."""
+        """Every open order in scope, every page: regular and stop/trigger/algo books alike."""
         await self._ready()
-        return [self._to_order(book, raw) for book, raw in await self._open_orders_raw()]
-
-    async def _cancel_symbol(self, symbol: str) -> None:
-        """Cancel-all for one symbol in every book the venue keeps apart."""
-        await self._fan_out([
-            self._call("cancel_all_orders", symbol, dict(book.cancel_params))
-            for book in self._profile.books
-        ])
-
-    async def _cancel_by_id(self, orders: list[tuple[Book, dict[str, Any]]]) -> int:
-        """No cancel-all on this venue: cancel by id, batched per symbol and book."""
-        groups: dict[tuple[str, str], tuple[Book, list[str]]] = {}
-        for book, raw in orders:
-            entry = groups.setdefault((book.label, raw["symbol"]), (book, []))
-            entry[1].append(str(raw["id"]))
-        calls: list[Any] = []
-        sizes: list[int] = []
-        batch_ok = bool(self.exchange.has.get("cancelOrders"))
-        for (_, symbol), (book, ids) in groups.items():
-            size = self._profile.trigger_cancel_batch if book.trigger else self._profile.cancel_batch
-            if batch_ok:
-                for start in range(0, len(ids), size):
-                    chunk = ids[start:start + size]
-                    calls.append(self._call("cancel_orders", chunk, symbol, dict(book.cancel_params)))
-                    sizes.append(len(chunk))
-            else:
-                for order_id in ids:
-                    calls.append(self._cancel_one(order_id, symbol, book))
-                    sizes.append(1)
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise _worst(errors)
-        return sum(sizes)
-
-    async def _cancel_one(self, order_id: str, symbol: str, book: Book) -> None:
-        import ccxt
-
-        try:
-            await self.exchange.cancel_order(order_id, symbol, dict(book.cancel_params))
-        except ccxt.OrderNotFound:
-            return  # already gone (filled or cancelled): that is what we wanted
-        except Exception as exc:  # noqa: BLE001 - mapped, or re-raised when not ccxt's
-            self._raise_mapped(exc, "cancel_order")
-        self.last_ok_at = self._clock()
+        return await self.orders.fetch_open_orders()
 
     async def cancel_all_orders(self) -> int:
         """Cancel every open order in scope, stop/trigger orders included. Returns how many.
@@ -565,26 +367,11 @@ class CcxtVenue:
         is raised.
         """
         await self._ready()
-        listing_error: VenueError | None = None
+        self._emergency += 1
         try:
-            open_orders = await self._open_orders_raw()
-        except VenueAuthError:
-            raise
-        except VenueError as exc:
-            listing_error, open_orders = exc, []
-        if self.exchange.has.get("cancelAllOrders") is True:
-            symbols = list(dict.fromkeys(
-                [*self.config.symbols, *(raw["symbol"] for _, raw in open_orders)]
-            ))
-            await self._fan_out([self._cancel_symbol(s) for s in symbols])
-            count = len(open_orders)
-        else:
-            count = await self._cancel_by_id(open_orders) if open_orders else 0
-        if listing_error is not None:
-            raise listing_error
-        if count:
-            log.info("cancelled %d open order(s) on %s", count, self.name)
-        return count
+            return await self.orders.cancel_all_orders()
+        finally:
+            self._emergency -= 1
 
     # -- account -------------------------------------------------------------------------------
 
