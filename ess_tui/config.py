@@ -16,10 +16,20 @@ from __future__ import annotations
 import os
 import tomllib
 from contextvars import ContextVar
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,7 +38,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from ess_tui.config_env import EXTRA_ENV_NAMES, check_env_json, env_warnings, suggest
+from ess_tui.config_env import EXTRA_ENV_NAMES, check_env_json, suggest, unknown_env_warnings
 
 __all__ = [
     "EXTRA_ENV_NAMES", "ConfigError", "GateSettings", "PaperSettings", "ResetPolicy", "Settings",
@@ -132,6 +142,10 @@ class GateSettings(BaseModel):
     require_runner: bool = Field(
         False, description="block trading while no ESS runner holds a live lease on the database"
     )
+    max_silence: Float = Field(
+        1.0, gt=0, le=60,
+        description="PostgreSQL: seconds without an answer from the server before gates block",
+    )
 
 
 class Settings(BaseSettings):
@@ -154,6 +168,8 @@ class Settings(BaseSettings):
 
     # ess-tui's own.
     db: Path | None = Field(None, description="SQLite file; default: the user's state dir")
+    #: ``db`` given as a ``postgresql://`` URL lands here (see :meth:`_a_url_is_not_a_path`).
+    db_url: str | None = Field(None, description="PostgreSQL URL of a desk's shared store")
     max_order_failures: Int | None = Field(None, ge=1, description="order rejections in the SL period that fire")
     eval_timeout: Float | None = Field(None, gt=0, le=600, description="seconds an evaluator may take")
     fail_closed_after: Int = Field(3, ge=1, le=1000, description="consecutive evaluator faults that fire")
@@ -164,6 +180,18 @@ class Settings(BaseSettings):
     tui: TuiSettings = Field(default_factory=TuiSettings)
     reset: ResetPolicy = Field(default_factory=ResetPolicy)
     gate: GateSettings = Field(default_factory=GateSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_url_is_not_a_path(cls, data: Any) -> Any:
+        """``db = "postgresql://…"`` (or QT_ESS_DB, or --db) names a PostgreSQL store, not a file:
+        keep it as text in ``db_url`` rather than let it collapse into a path."""
+        if isinstance(data, dict):
+            value = data.get("db")
+            if isinstance(value, str) and value.strip().lower().startswith(
+                    ("postgresql://", "postgres://")):
+                data = {**data, "db": None, "db_url": value.strip()}
+        return data
 
     @field_validator("db", "log_file", mode="before")
     @classmethod
@@ -194,11 +222,24 @@ class Settings(BaseSettings):
 
     @property
     def db_path(self) -> Path:
+        """The SQLite file (the state dir's ess.db by default). With a PostgreSQL store this is
+        still the local state dir's path, used only for local files (preferences, the log)."""
         return self.db if self.db is not None else default_state_dir() / "ess.db"
+
+    @property
+    def db_target(self) -> str:
+        """Where the ESS store is: the PostgreSQL URL if one was given, else the SQLite path.
+        Open it with ``ess_tui.store.open.open_store``; show it with ``describe_db``."""
+        return self.db_url if self.db_url is not None else str(self.db_path)
 
     @property
     def log_path(self) -> Path:
         return self.log_file if self.log_file is not None else self.db_path.parent / "ess-tui.log"
+
+
+def env_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per ``QT_ESS_*`` variable that nothing reads, naming the closest valid one."""
+    return unknown_env_warnings(Settings, environ)
 
 
 def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:

@@ -62,13 +62,13 @@ def suggest(name: str, candidates: typing.Iterable[str]) -> str | None:
     return close[0] if close else None
 
 
-def env_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
-    """One line per ``QT_ESS_*`` variable that nothing reads, naming the closest valid one."""
-    from ess_tui.config import Settings
-    from ess_tui.engine.state import clean_text
+def unknown_env_warnings(settings_cls: type[Any], environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per ``QT_ESS_*`` variable that nothing in ``settings_cls`` (or the extra names)
+    reads, naming the closest valid one. ``ess_tui.config.env_warnings`` passes its Settings."""
+    from ess_tui.engine.text import clean_text
 
     env = os.environ if environ is None else environ
-    known = set(env_names(Settings)) | EXTRA_ENV_NAMES
+    known = set(env_names(settings_cls)) | EXTRA_ENV_NAMES
     warnings = []
     for raw in sorted(env):
         name = raw.upper()

@@ -43,6 +43,7 @@ SCENARIOS: dict[str, str] = {
     "gate": "ess_tui.bench.gate",
     "control_room": "ess_tui.bench.control_room",
     "scale": "ess_tui.bench.scale",
+    "desk_pg": "ess_tui.bench.desk_pg",
 }
 
 

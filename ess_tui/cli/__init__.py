@@ -7,6 +7,7 @@
     ess-tui activate --reason T  latch (exit 0 once durable, 1 if not); the acting runner flattens
     ess-tui reset --by NAME      audited reset (type RESET at a terminal, or --yes)
     ess-tui audit [--verify]     the audit trail, and whether it verifies
+    ess-tui migrate --from F --to URL   copy a SQLite store to PostgreSQL, chain verified
     ess-tui bench [--quick]      benchmarks: print figures
 
 The global options ``--db PATH`` (default ``$QT_ESS_DB``, else the user's state dir), ``--config
@@ -85,7 +86,7 @@ def _run(args: Any) -> int:
         except CliError:
             raise
         except Exception as exc:  # noqa: BLE001 - the latch is not durable: exit 1, not 4
-            raise CliError(f"could not write the latch to {settings.db_path}: "
+            raise CliError(f"could not write the latch to {commands.where(settings)}: "
                            f"{type(exc).__name__}: {exc}", EXIT_REFUSED) from None
     if command == "reset":
         from ess_tui.cli.reset import reset
@@ -93,6 +94,10 @@ def _run(args: Any) -> int:
         return reset(settings, args)
     if command == "audit":
         return asyncio.run(commands.audit(settings, args))
+    if command == "migrate":
+        from ess_tui.store.postgres.wiring import migrate_main
+
+        return migrate_main(args.source, args.target)
     if command == "bench":
         from ess_tui.bench import run_bench
 

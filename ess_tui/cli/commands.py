@@ -27,33 +27,41 @@ EXIT_LATCHED = 3
 EXIT_UNAVAILABLE = 4
 
 
-def _store(path: Path, *, create: bool) -> Any:
-    from ess_tui.store.sqlite import SQLiteStore
+def _store(db: str | Path, *, create: bool) -> Any:
+    """The ESS store at ``db``: a SQLite path or a ``postgresql://`` URL."""
+    from ess_tui.store.open import URLError, open_store
 
-    return SQLiteStore(path, create=create)
+    try:
+        return open_store(db, create=create)
+    except URLError as exc:
+        raise CliError(f"--db: {safe(exc)}") from None
+
+
+def where(settings: Settings) -> str:
+    """The store's place as it may be printed (a URL without its password)."""
+    from ess_tui.store.open import describe_db
+
+    return safe(describe_db(settings.db_target))
 
 
 # --- init ---------------------------------------------------------------------------------------
 
 
 async def init(settings: Settings) -> int:
+    if settings.db_url is not None:
+        from ess_tui.store.postgres.wiring import init_postgres
+
+        out(safe(await init_postgres(settings.db_url)))
+        return EXIT_OK
     path = settings.db_path
     if os.path.lexists(path):
         raise CliError(f"{safe(path)} already exists: `init` never writes over a file "
                        "(pick a new path, or use the database that is there)")
-    from ess_tui.store import sqlite as sqlite_store
+    from ess_tui.store.sqlite import init_database
 
-    init_database = getattr(sqlite_store, "init_database", None)
-    if init_database is not None:
-        result = init_database(path)
-        if inspect.isawaitable(result):
-            await result
-    else:  # compatibility until the store's init_database lands
-        store = _store(path, create=True)
-        try:
-            await store.load_state()
-        finally:
-            await store.close()
+    result = init_database(path)
+    if inspect.isawaitable(result):
+        await result
     out(f"created {safe(path)}: a new ESS database, ARMED (trading allowed)")
     return EXIT_OK
 
@@ -66,7 +74,10 @@ def _gate_decision(settings: Settings) -> Any:
     try:
         from ess_tui.gate import TradeGate
 
-        with TradeGate(settings.db_path) as gate:
+        options: dict[str, Any] = {"require_runner": settings.gate.require_runner}
+        if settings.db_url is not None:
+            options["max_silence"] = settings.gate.max_silence
+        with TradeGate(settings.db_target, **options) as gate:
             return gate.check()
     except Exception:  # noqa: BLE001 - the store's own reading stands
         return None
@@ -102,7 +113,7 @@ def runner_line(view: dict[str, Any]) -> str:
 
 
 async def status(settings: Settings, as_json: bool) -> int:
-    store = _store(settings.db_path, create=False)
+    store = _store(settings.db_target, create=False)
     try:
         state = await store.load_state()
         lease = await store.read_lease()
@@ -110,7 +121,7 @@ async def status(settings: Settings, as_json: bool) -> int:
         reason = safe(str(exc) or type(exc).__name__)
         if as_json:
             out(json.dumps({"status": "unavailable", "trading_allowed": False, "reason": reason,
-                            "db": safe(settings.db_path)}))
+                            "db": where(settings)}))
         else:
             out(f"STATE UNAVAILABLE — trading blocked: {reason}")
         return EXIT_UNAVAILABLE
@@ -124,7 +135,7 @@ async def status(settings: Settings, as_json: bool) -> int:
         reason = safe(getattr(decision, "reason", None) or "the trade gate answers blocked")
         if as_json:
             out(json.dumps(safe_json({"status": "unavailable", "trading_allowed": False,
-                                      "reason": reason, "db": str(settings.db_path),
+                                      "reason": reason, "db": where(settings),
                                       "runner": view["holder"], "runner_live": view["live"]})))
         else:
             out(f"STATE UNAVAILABLE — trading blocked: the store reads armed but the trade gate "
@@ -142,7 +153,7 @@ async def status(settings: Settings, as_json: bool) -> int:
         "runner_live": view["live"],
         "runner_renewed_ago_sec": round(view["renewed_ago"], 3) if view["renewed_ago"] is not None
         else None,
-        "db": str(settings.db_path),
+        "db": where(settings),
     }
     if as_json:
         out(json.dumps(safe_json(info)))
@@ -167,21 +178,21 @@ async def activate(settings: Settings, reason: str, by: str | None) -> int:
         raise CliError("--reason is empty: say why the ESS is latched (it goes in the audit trail)")
     if by is not None and not safe(by, NAME_LIMIT):
         raise CliError("--by is empty: give the operator's name, or leave --by out for the OS user")
-    where = safe(settings.db_path)
+    place = where(settings)
     try:
-        store = _store(settings.db_path, create=True)
+        store = _store(settings.db_target, create=True)
     except StoreError as exc:
-        raise CliError(f"could not write the latch to {where}: {safe(exc)}", EXIT_REFUSED) from None
+        raise CliError(f"could not write the latch to {place}: {safe(exc)}", EXIT_REFUSED) from None
     lease = None
     try:
         controller = EmergencyStopController(store=store, acting=False, actor=by or os_user())
         try:
             state = await controller.latch(reason, source="cli")
         except StoreError as exc:
-            raise CliError(f"could not write the latch to {where}: {safe(exc)}", EXIT_REFUSED) from None
+            raise CliError(f"could not write the latch to {place}: {safe(exc)}", EXIT_REFUSED) from None
         if controller.not_durable or not state.active:
             why = controller.not_durable or "the store did not record it"
-            raise CliError(f"could not write the latch to {where}: {safe(why)}", EXIT_REFUSED)
+            raise CliError(f"could not write the latch to {place}: {safe(why)}", EXIT_REFUSED)
         try:
             lease = await store.read_lease()
         except Exception:  # noqa: BLE001 - the latch is durable; the runner line is a courtesy
@@ -204,13 +215,13 @@ async def activate(settings: Settings, reason: str, by: str | None) -> int:
 def verification_line(verification: Any) -> str:
     if verification.ok:
         return f"audit chain OK: {int(verification.rows)} rows verified"
-    where = f" at row {verification.first_bad_seq}" if verification.first_bad_seq is not None else ""
+    at_row = f" at row {verification.first_bad_seq}" if verification.first_bad_seq is not None else ""
     problem = safe(getattr(verification, "problem", None) or "the trail does not verify")
-    return f"audit chain BROKEN{where}: {problem}"
+    return f"audit chain BROKEN{at_row}: {problem}"
 
 
 async def audit(settings: Settings, args: argparse.Namespace) -> int:
-    store = _store(settings.db_path, create=False)
+    store = _store(settings.db_target, create=False)
     try:
         rows = await store.read_audit(args.limit or None, newest_first=True)
         verification = await store.verify_audit() if args.verify else None
@@ -240,10 +251,10 @@ async def headless(settings: Settings) -> int:
 
     from ess_tui.runtime.assembly import Runtime
 
-    if not os.path.lexists(settings.db_path):
+    if settings.db_url is None and not os.path.lexists(settings.db_path):
         # A runner starting creates its database where no file exists (never over one), whatever
         # the store's default for ``create``.
-        store = _store(settings.db_path, create=True)
+        store = _store(settings.db_target, create=True)
         try:
             await store.load_state()
         finally:
@@ -259,7 +270,7 @@ async def headless(settings: Settings) -> int:
     await runtime.start()
     log = logging.getLogger("ess_tui.headless")
     log.warning("ESS running headless on %s, db %s, every %.2fs", runtime.venue_name,
-                settings.db_path, settings.check_interval)
+                where(settings), settings.check_interval)
     try:
         await stop.wait()
     finally:

@@ -42,8 +42,8 @@ class _Once(argparse.Action):
 
 # name, argparse flags, kwargs, the commands it has an effect on (None = all)
 GLOBALS: tuple[tuple[str, tuple[str, ...], dict[str, Any], tuple[str, ...] | None], ...] = (
-    ("db", ("--db",), {"metavar": "PATH",
-                       "help": "ESS database (default: $QT_ESS_DB or the state dir)"}, None),
+    ("db", ("--db",), {"metavar": "PATH|URL",
+                       "help": "ESS database: a SQLite path or a postgresql:// URL (default: $QT_ESS_DB or the state dir)"}, None),
     ("config", ("--config",), {"metavar": "PATH",
                                "help": "ess.toml (default: $QT_ESS_CONFIG, ./ess.toml, the config dir)"},
      None),
@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON lines")
     p.add_argument("--verify", action="store_true", help="verify the trail; exit 1 if broken")
     p.add_argument("--limit", type=int, default=50, help="rows to show (default 50, 0 = all)")
+
+    p = command("migrate", "copy a SQLite store to PostgreSQL, audit chain verified on arrival")
+    p.add_argument("--from", dest="source", required=True, metavar="FILE", help="the SQLite ess.db")
+    p.add_argument("--to", dest="target", required=True, metavar="URL", help="postgresql://…")
 
     p = command("bench", "benchmarks: print figures (not a test)")
     p.add_argument("--quick", action="store_true", help="a short run for a smoke check")

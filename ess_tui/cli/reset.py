@@ -60,7 +60,7 @@ async def _review(settings: Settings, args: argparse.Namespace) -> tuple[int, st
     """The latched activation (number, reason) and, under the old engine, the policy's details."""
     from ess_tui.engine.reset_policy import ResetRefused
 
-    store = _store(settings.db_path, create=False)
+    store = _store(settings.db_target, create=False)
     try:
         state = await store.load_state()
         if not state.active:
@@ -84,7 +84,7 @@ async def _review(settings: Settings, args: argparse.Namespace) -> tuple[int, st
 
 
 async def _abandoned(settings: Settings, by: str, why: str, activation: int) -> None:
-    store = _store(settings.db_path, create=False)
+    store = _store(settings.db_target, create=False)
     try:
         await store.audit("reset_abandoned", actor=safe(by, NAME_LIMIT), reason=why,
                           details={"via": "cli", "activation": activation})
@@ -97,7 +97,7 @@ async def _unlatch(settings: Settings, args: argparse.Namespace, reviewed: int, 
     from ess_tui.engine.reset_policy import ResetRefused
     from ess_tui.engine.store import NotLatchedError, StaleResetError
 
-    store = _store(settings.db_path, create=False)
+    store = _store(settings.db_target, create=False)
     try:
         controller = EmergencyStopController(store=store, acting=False, **_controller_kwargs(settings))
         try:

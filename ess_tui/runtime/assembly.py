@@ -34,7 +34,8 @@ from ess_tui.engine.venue import Order, Position
 from ess_tui.market.feed import FeedMonitor
 from ess_tui.market.health import HealthMonitor
 from ess_tui.market.metrics import AccountMetrics
-from ess_tui.store.sqlite import SQLiteStore
+from ess_tui.store.open import open_store
+from ess_tui.store.sqlite import SQLiteStore  # the embedded default; PostgresStore has the same shape
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,8 @@ class Runtime:
         from ess_tui.engine.controller import os_user
 
         clock = clock or utcnow
-        store = SQLiteStore(settings.db_path)
+        # A SQLite path or a postgresql:// URL; a runner creates its store only where none exists.
+        store = open_store(settings.db_target, create=True)
         bus = EventBus()
         world: list[Callable[[], Any]] = []
         holder: dict[str, Any] = {}

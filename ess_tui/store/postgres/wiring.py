@@ -7,39 +7,12 @@ Nothing here imports a PostgreSQL driver until a URL is actually used.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
-from typing import Any
 
-from ess_tui.store.postgres.url import URLError, is_postgres_url, redact
+from ess_tui.store.open import describe_db, is_postgres_url, open_store
+from ess_tui.store.postgres.url import redact
 
 __all__ = ["is_postgres_url", "open_store", "init_postgres", "migrate_main", "describe_db"]
-
-
-def describe_db(db: str | os.PathLike[str]) -> str:
-    """The database as it may be shown: a path, or a URL with any password removed."""
-    text = os.fspath(db)
-    if is_postgres_url(text):
-        from ess_tui.store.postgres.url import PGTarget
-
-        try:
-            return PGTarget(text).display
-        except URLError:
-            return redact(text.split("?")[0])
-    return text
-
-
-def open_store(db: str | os.PathLike[str], *, create: bool = True, **kwargs: Any) -> Any:
-    """A ``PostgresStore`` for a ``postgresql://`` URL, else a ``SQLiteStore`` for the path.
-    Raises :class:`~ess_tui.store.postgres.url.URLError` (a ValueError) for a bad URL."""
-    text = os.fspath(db)
-    if is_postgres_url(text):
-        from ess_tui.store.postgres.store import PostgresStore
-
-        return PostgresStore(text, create=create, **kwargs)
-    from ess_tui.store.sqlite import SQLiteStore
-
-    return SQLiteStore(text, create=create, **kwargs)
 
 
 async def init_postgres(url: str) -> str:
