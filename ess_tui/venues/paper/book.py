@@ -17,7 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import count
 
-from ess_tui.engine.venue import Order, OrderSide, Position, ReduceOnlyViolation, Side, VenueRejected
+from ess_tui.engine.venue import (
+    Order,
+    OrderSide,
+    Position,
+    ReduceOnlyViolation,
+    Side,
+    VenueRejected,
+)
 
 ORDER_KINDS: tuple[str, ...] = ("market", "limit", "stop")
 

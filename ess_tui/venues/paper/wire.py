@@ -18,7 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
-from ess_tui.engine.venue import VenueError, VenueRateLimited, VenueTimeout, VenueUnavailable
+from ess_tui.engine.venue import (
+    VenueError,
+    VenueRateLimited,
+    VenueTimeout,
+    VenueUnavailable,
+)
 
 T = TypeVar("T")
 
