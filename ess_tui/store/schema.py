@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 #: The schema this code writes and understands. Bump it and add a step to MIGRATIONS to change it.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Name of the single lease row the runner holds.
 RUNNER_LEASE = "runner"
@@ -116,9 +116,15 @@ def _migrate_to_1(conn: sqlite3.Connection, *, audit_mode: str, now: str) -> Non
 
 
 #: MIGRATIONS[n] brings a database from version n-1 to version n.
-MIGRATIONS: dict[int, Callable[..., None]] = {1: _migrate_to_1}
+def _migrate_to_2(conn: sqlite3.Connection, **_: object) -> None:
+    from ess_tui.store.outbox import migrate_outbox  # the alert outbox (issue 12)
 
-_OUR_TABLES = {"meta", "state", "policy", "audit", "lease"}
+    migrate_outbox(conn)
+
+
+MIGRATIONS: dict[int, Callable[..., None]] = {1: _migrate_to_1, 2: _migrate_to_2}
+
+_OUR_TABLES = {"meta", "state", "policy", "audit", "lease", "outbox", "outbox_delivery"}
 
 
 def read_version(conn: sqlite3.Connection) -> int:

@@ -43,6 +43,7 @@ from ess_tui.engine.store import (
 )
 from ess_tui.engine import audit_chain
 from ess_tui.engine.audit_chain import MODE_HMAC, MODE_SHA256, ChainRow
+from ess_tui.store import outbox
 from ess_tui.store.schema import (
     EMERGENCY_KEY,
     RUNNER_LEASE,
@@ -454,8 +455,11 @@ class SQLiteStore:
                     raw.execute(_UPSERT_POLICY_SQL, (
                         EMERGENCY_KEY, json.dumps(new.to_policy(), sort_keys=True), _iso(when),
                     ))
-                    self._append_sync(raw, at=when, action="activate", actor=who, reason=why,
-                                      details=_with(details, activation_count=new.activation_count))
+                    row = self._append_sync(raw, at=when, action="activate", actor=who, reason=why,
+                                            details=_with(details, activation_count=new.activation_count))
+                    # outbox: the latched alert commits with the latch (issue 12)
+                    event = outbox.latched_event(new, actor=who, details=details)
+                    outbox.enqueue_sync(raw, event.pop("kind"), at=when, audit_seq=row.seq, **event)
                     result = LatchResult(new, True)
                 raw.execute("COMMIT")
             except BaseException:
@@ -501,12 +505,16 @@ class SQLiteStore:
                 (_iso(when), who, _iso(when)),
             )
             await self._write_emergency_policy(conn, new, when)
-            await self._append(
+            row = await self._append(
                 conn, at=when, action="reset", actor=who, reason=why,
                 details=_with(details, previous_reason=state.reason,
                               latched_since=state.timestamp,
                               activation_count=state.activation_count),
             )
+            # outbox: the reset alert commits with the reset (issue 12)
+            event = outbox.reset_event(state, who=who, note=why, details=details)
+            await conn.execute(outbox.ENQUEUE_SQL, outbox.enqueue_params(
+                event.pop("kind"), at=when, audit_seq=row.seq, **event))
             return new
 
         result = await self._run(op, txn="IMMEDIATE")
