@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -85,6 +85,37 @@ class ResetPolicy(BaseModel):
     two_person: bool = Field(False, description="a second, different approver must confirm a reset")
 
 
+# --- alerts and metrics (issue 12) ---------------------------------------------------------------
+
+
+class AlertSinkSettings(BaseModel):
+    """One ``[[alerts]]`` sink: an apprise URL read from the environment variable ``url_env``
+    (URLs carry tokens: never in the file), or a ``command`` that gets the event as JSON on stdin."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=60, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="sink name: letters, digits, _ . -")
+    url_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                description="environment variable holding the apprise URL")
+    command: list[str] | None = Field(None, min_length=1, description="program and arguments")
+    min_level: Literal["info", "warning", "critical"] = "warning"
+    timeout: float = Field(10.0, gt=0, le=300, description="seconds one delivery may take")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "AlertSinkSettings":
+        if (self.url_env is None) == (self.command is None):
+            raise ValueError(f"alert sink {self.name!r} needs exactly one of url_env or command")
+        return self
+
+
+class MetricsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str | None = Field(None, pattern=r"^[^\s:]*:[0-9]{1,5}$",
+                               description="HOST:PORT for /metrics (e.g. 127.0.0.1:9464); none = off")
+
+
 class Settings(BaseSettings):
     """Everything ess-tui can be told. Field names are the env vars without ``QT_ESS_``."""
 
@@ -114,6 +145,10 @@ class Settings(BaseSettings):
     paper: PaperSettings = Field(default_factory=PaperSettings)
     tui: TuiSettings = Field(default_factory=TuiSettings)
     reset: ResetPolicy = Field(default_factory=ResetPolicy)
+    alerts: list[AlertSinkSettings] = Field(default_factory=list)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    alert_retry_max: float = Field(60.0, ge=0.1, le=3600, description="longest wait between alert retries, seconds")
+    flatten_failing_every: float = Field(5.0, gt=0, le=24 * 60, description="minutes between flatten-still-failing alerts")
 
     @classmethod
     def settings_customise_sources(

@@ -303,6 +303,21 @@ class SQLiteOutbox:
             return {"events": events, "failures": failures}
         return self._call(op)
 
+    def pending_count_sync(self, sinks: dict[str, Collection[str]], *,
+                           not_before: datetime | None = None) -> int:
+        """Undelivered (event, sink) pairs over ``sinks`` (name → the levels it takes)."""
+        def op(conn: sqlite3.Connection) -> int:
+            total = 0
+            for sink, levels in sinks.items():
+                wanted = tuple(levels) or LEVELS
+                total += int(conn.execute(
+                    "SELECT COUNT(*) FROM outbox o LEFT JOIN outbox_delivery d ON d.event_id = o.id "
+                    f"AND d.sink = ? WHERE d.delivered_at IS NULL AND o.level IN "
+                    f"({','.join('?' * len(wanted))}) AND o.created_at >= ?",
+                    (sink, *wanted, _iso(not_before) if not_before else "")).fetchone()[0])
+            return total
+        return self._call(op)
+
     async def events(self, after_id: int = 0, limit: int = 1000) -> list[OutboxEvent]:
         def op(conn: sqlite3.Connection) -> list[OutboxEvent]:
             rows = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM outbox o WHERE o.id > ? ORDER BY "
