@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ess_tui.alerts import cli as alerts_cli
 from ess_tui.config import ConfigError, Settings, load_settings
 
 EXIT_OK = 0
@@ -56,10 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tui", help="open the control room (the default)")
     _common(p)
     p.add_argument("--theme", help="theme name (dark, light, high-contrast, colour-blind)")
+    alerts_cli.add_metrics_flag(p)  # alerts (issue 12)
     p.add_argument("--check-interval", type=float, metavar="SEC")
 
     p = sub.add_parser("headless", help="run the ESS without a UI")
     _common(p)
+    alerts_cli.add_metrics_flag(p)  # alerts (issue 12)
     p.add_argument("--check-interval", type=float, metavar="SEC", help="seconds between checks")
 
     p = sub.add_parser("status", help="is trading allowed? exit 0 armed, 3 latched, 4 unavailable")
@@ -85,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="verify the hash chain; exit 1 if broken")
     p.add_argument("--limit", type=int, default=50, help="rows to show (default 50, 0 = all)")
 
+    alerts_cli.add_parsers(sub, _common)  # alerts, alerts test, events (issue 12)
+
     p = sub.add_parser("bench", help="benchmarks: print figures (not a test)")
     _common(p)
     p.add_argument("--quick", action="store_true", help="a short run for a smoke check")
@@ -99,6 +104,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["db"] = args.db
     if getattr(args, "check_interval", None) is not None:
         overrides["check_interval"] = args.check_interval
+    if getattr(args, "metrics", None):
+        overrides["metrics"] = {"listen": args.metrics}  # alerts (issue 12)
     return load_settings(getattr(args, "config", None), **overrides)
 
 
@@ -296,6 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_reset(settings, args))
         if command == "audit":
             return asyncio.run(_audit(settings, args))
+        if command in alerts_cli.COMMANDS:  # alerts (issue 12)
+            logging.getLogger().addHandler(logging.NullHandler())
+            return alerts_cli.run(command, settings, args)
         if command == "bench":
             from ess_tui.bench import run_bench
 
