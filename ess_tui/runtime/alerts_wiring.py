@@ -227,8 +227,8 @@ class AlertsWiring:
                       payload={"message": text, "source": "dead-man switch"})
 
     def _ping_watchdog(self) -> None:
-        if self._watchdog is None:
-            return
+        if self._watchdog is None or not self.ready_sent:
+            return  # READY first, then the pings
         now = time.monotonic()
         if now - self._last_ping >= min(self._watchdog, 1.0):
             self._last_ping = now
