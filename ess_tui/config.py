@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     reset: ResetPolicy = Field(default_factory=ResetPolicy)
     alerts: list[AlertSinkSettings] = Field(default_factory=list)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    alert_retry_max: float = Field(60.0, ge=0.1, le=3600, description="longest wait between alert retries, seconds")
+    alert_retry_max: float = Field(15.0, ge=0.1, le=3600, description="longest wait between alert retries, seconds")
     flatten_failing_every: float = Field(5.0, gt=0, le=24 * 60, description="minutes between flatten-still-failing alerts")
 
     @classmethod

@@ -92,6 +92,12 @@ class AlertRelay:
 
     async def _sink_loop(self, sink: Any) -> None:
         wake = self._wake[sink.name]
+        prepare = getattr(sink, "prepare", None)
+        if callable(prepare):
+            try:
+                await asyncio.to_thread(prepare)
+            except Exception as exc:  # noqa: BLE001 - reported at the first delivery
+                log.warning("alert sink %s not ready: %s", sink.name, exc)
         while True:
             wait = self.poll_sec
             try:

@@ -85,6 +85,14 @@ class AppriseSink:
         scheme = self._url.split("://", 1)[0] if "://" in self._url else "?"
         return f"apprise {scheme}:// from ${self.url_env}"
 
+    def prepare(self) -> None:
+        """Import apprise and parse the URL now (blocking; the relay runs it on a thread), so the
+        first alert does not pay for it. A bad URL is reported at the first delivery."""
+        try:
+            self._client()
+        except SinkError:
+            pass
+
     def _client(self) -> Any:
         if not self._url:
             raise SinkError(f"${self.url_env} is not set: put the sink's apprise URL in it")
