@@ -69,6 +69,8 @@ class AlertRelay:
         self._last_delay: dict[tuple[str, int], float] = {}
         self._rng = random.Random(seed)
         self._tasks: list[asyncio.Task[Any]] = []
+        #: How many sinks have loaded their library (apprise takes ~0.4 s the first time).
+        self.prepared = 0
         #: Called with (sink name, event, None | error) after every attempt (bench, tests).
         self.on_attempt: Callable[[str, OutboxEvent, str | None], Any] | None = None
 
@@ -98,6 +100,7 @@ class AlertRelay:
                 await asyncio.to_thread(prepare)
             except Exception as exc:  # noqa: BLE001 - reported at the first delivery
                 log.warning("alert sink %s not ready: %s", sink.name, exc)
+        self.prepared += 1
         while True:
             wait = self.poll_sec
             try:

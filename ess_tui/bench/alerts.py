@@ -97,7 +97,8 @@ async def _measure(ctx: BenchContext, result: ScenarioResult) -> None:
     runtime = await Runtime.build(settings, actor="bench")
     await runtime.start()
     try:
-        await _until(lambda: runtime.controller.acting and runtime.system.cycles > 0, 10)
+        await _until(lambda: runtime.controller.acting and runtime.system.cycles > 0
+                     and runtime.alerts.relay.prepared == 1, 10)
         n = 10 if ctx.quick else 200
         ctx.say(f"  {n} latches → webhook")
         samples: list[float] = []
@@ -108,6 +109,8 @@ async def _measure(ctx: BenchContext, result: ScenarioResult) -> None:
             if not await asyncio.to_thread(hook.wait, before + 1, 10):
                 raise RuntimeError("the webhook did not get the latched alert within 10 s")
             samples.append(hook.times[before] - t0)
+            if os.environ.get("ESS_BENCH_DEBUG"):
+                ctx.say(f"    sample {i}: {ms(samples[-1]):.1f} ms")
             await runtime.controller.wait_flattened(timeout=10)
             await runtime.reset("bench", "bench sample")
             if not await asyncio.to_thread(hook.wait, before + 2, 10):
