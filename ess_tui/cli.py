@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON lines")
     p.add_argument("--verify", action="store_true", help="verify the hash chain; exit 1 if broken")
     p.add_argument("--limit", type=int, default=50, help="rows to show (default 50, 0 = all)")
+    p.add_argument("--anchor", metavar="SEQ:HASH", help="with --verify: the trail still holds this row (from an alert)")
 
     alerts_cli.add_parsers(sub, _common)  # alerts, alerts test, events (issue 12)
 
@@ -248,6 +249,8 @@ async def _audit(settings: Settings, args: argparse.Namespace) -> int:
         else:
             print(f"audit chain BROKEN at row {verification.first_bad_seq}: {verification.problem}")
             return EXIT_REFUSED
+    if getattr(args, "anchor", None):  # alerts (issue 12): an anchor sent out in an alert
+        return await alerts_cli.check_anchor(settings, args.anchor)
     return EXIT_OK
 
 

@@ -227,3 +227,41 @@ async def test_the_outbox_never_creates_a_database(tmp_path):
         conn.execute("CREATE TABLE t (x)")
     with pytest.raises(StoreUnavailable, match="not an ESS database"):
         await SQLiteOutbox(other).pending("s", now=__import__("datetime").datetime.now())
+
+
+async def test_a_reset_sends_a_report_whose_anchor_checks_against_the_trail(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    out = tmp_path / "reports.ndjson"
+    settings = make_settings(tmp_path, monkeypatch, [
+        {"name": "mail", "command": command_sink(out), "min_level": "warning"}])
+    rt = await started(settings)
+    try:
+        await rt.manual_stop("report me", actor="alice")
+        report = await rt.controller.wait_flattened(timeout=10)
+        assert report is not None and report.flat
+        await rt.reset("bob", "all clear", details={"override": "venue checked by phone"})
+        assert await wait_for(lambda: any(e["kind"] == "report" for e in read_lines(out)))
+    finally:
+        await rt.stop()
+    got = next(e for e in read_lines(out) if e["kind"] == "report")
+    p = got["payload"]
+    assert p["reason"] == "report me" and p["who"] == "bob" and p["note"] == "all clear"
+    assert p["overrides"] == {"override": "venue checked by phone"}
+    assert p["positions_closed"] >= 1 and p["time_to_flat_sec"] > 0
+    assert any("activate" in line for line in p["timeline"]) and "Audit head (anchor)" in got["message"]
+    anchor = p["audit_head"]
+
+    def audit(*extra):
+        return subprocess.run([sys.executable, "-m", "ess_tui", "audit", "--verify", "--limit", "1",
+                               "--db", str(settings.db_path), *extra],
+                              capture_output=True, text=True, timeout=60)
+
+    ok = audit("--anchor", anchor)
+    assert ok.returncode == 0 and "anchor OK" in ok.stdout, ok.stdout + ok.stderr
+    seq, digest = anchor.split(":")
+    bad = audit("--anchor", f"{seq}:{'0' * 64}")
+    assert bad.returncode == 1 and "rewritten" in bad.stdout
+    gone = audit("--anchor", f"{int(seq) + 1000}:{digest}")
+    assert gone.returncode == 1 and "truncated" in gone.stdout

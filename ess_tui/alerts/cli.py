@@ -141,6 +141,34 @@ async def _drill(settings: Settings, name: str | None, by: str | None) -> int:
     return 0 if all(e is None for e, _ in results) else 1
 
 
+async def check_anchor(settings: Settings, anchor: str) -> int:
+    """``ess-tui audit --verify --anchor SEQ:HASH``: the row an alert named is still in the trail
+    with that hash (a truncation or rewrite since the alert went out shows here). Exit 0 / 1."""
+    from ess_tui.cli import CliError
+    from ess_tui.store.sqlite import SQLiteStore
+
+    seq_text, _, digest = anchor.strip().partition(":")
+    if not seq_text.isdigit() or len(digest) < 16:
+        raise CliError(f"--anchor {anchor!r} is not SEQ:HASH (as an alert's 'Audit head' shows it)")
+    seq = int(seq_text)
+    store = SQLiteStore(settings.db_path, create=False)
+    try:
+        rows = await store.read_audit(None, newest_first=True)
+    finally:
+        await store.close()
+    found = next((r for r in rows if r.seq == seq), None)
+    if found is None:
+        newest = rows[0].seq if rows else 0
+        print(f"anchor BROKEN: row {seq} is gone (the trail ends at {newest}): it was truncated")
+        return 1
+    if found.hash != digest:
+        print(f"anchor BROKEN: row {seq} has hash {found.hash[:16]}…, the anchor says {digest[:16]}…: "
+              "the trail was rewritten")
+        return 1
+    print(f"anchor OK: row {seq} matches; {len([r for r in rows if r.seq > seq])} rows since")
+    return 0
+
+
 def _audit_json(row: Any) -> dict[str, Any]:
     return {"source": "audit", "seq": row.seq, "at": row.at.isoformat(), "action": row.action,
             "actor": row.actor, "reason": row.reason, "details": row.details, "hash": row.hash}

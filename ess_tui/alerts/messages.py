@@ -70,6 +70,20 @@ def render(event: OutboxEvent) -> AlertMessage:
         do = "close what is open by hand at the venue, check API keys and connectivity"
         extra = [_line("Still open", ", ".join(p.get("remaining", []) or []) or None),
                  _line("Last venue error", p.get("last_error"))]
+    elif kind == "report":
+        title = f"ESS report, activation #{act}: {p.get('reason')}"
+        what = (f"latched {p.get('since')}, {p.get('orders_canceled')} orders cancelled, "
+                f"{p.get('positions_closed')} positions closed, reset by {p.get('who')}")
+        do = "file it; check the anchor against the trail: `ess-tui audit --verify --anchor SEQ:HASH`"
+        secs = p.get("time_to_flat_sec")
+        extra = [_line("Time to flat", f"{secs:.2f}s" if isinstance(secs, (int, float)) else "not flat"),
+                 _line("Reading", p.get("reading")), _line("Reset note", p.get("note")),
+                 _line("Overrides", p.get("overrides")), "Timeline:", *p.get("timeline", [])]
+    elif kind == "digest":
+        title = f"ESS daily digest {p.get('day')}: {p.get('message')}"
+        what = p.get("message")
+        do = "nothing if this is what you expected"
+        extra = []
     elif kind == "drill":
         title = "ESS alert drill: this is a test"
         what = f"a drill alert sent by {p.get('actor')}"
@@ -80,9 +94,10 @@ def render(event: OutboxEvent) -> AlertMessage:
         what = p.get("message") or kind
         do = p.get("do") or "look at the control room and the log (`ess-tui events`)"
         extra = [_line("Source", p.get("source"))]
-    lines = [f"What: {what}", _line("Why", p.get("reason") if kind != "reset" else None),
+    lines = [f"What: {what}", _line("Why", p.get("reason") if kind not in ("reset", "report") else None),
              f"When: {when}", *extra, f"Do: {do}",
-             f"Audit seq: {event.audit_seq if event.audit_seq is not None else '-'} · key {event.key}"]
+             f"Audit seq: {event.audit_seq if event.audit_seq is not None else '-'} · key {event.key}",
+             _line("Audit head (anchor)", p.get("audit_head"))]
     body = "\n".join(line for line in lines if line)
     return AlertMessage(title=title[:200], body=body, level=event.level, key=event.key, kind=kind,
                         dedup_key=dedup if kind in ("latched", "reset") else None, action=action)

@@ -82,6 +82,7 @@ class AlertsWiring:
             self.relay.start()
         self._loops.append(asyncio.ensure_future(self._flatten_watch()))
         self._loops.append(asyncio.ensure_future(self._ready()))
+        self._loops.append(asyncio.ensure_future(self._digest_loop()))
 
     async def stop(self) -> None:
         for undo in self._unsubscribe:
@@ -158,6 +159,39 @@ class AlertsWiring:
 
     def _on_reset(self, event: Any) -> None:
         self.relay.kick()
+        if self.rt.controller.acting:
+            self._spawn(self._report(event.state.activation_count))
+
+    async def _report(self, activation: int) -> None:
+        """The activation's report, once, by the acting runner (key ``report:<activation>``)."""
+        from ess_tui.alerts.report import reset_report
+
+        try:
+            rows = await self.rt.store.read_audit(2000)
+            payload = reset_report(rows, activation)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("no report for activation #%d: %s", activation, exc)
+            return
+        if payload is not None:
+            self.emit("report", level="warning", key=f"report:{activation}", payload=payload,
+                      activation=activation)
+
+    async def _digest_loop(self) -> None:
+        """Yesterday's digest (UTC), once per day across restarts (key ``digest:<day>``)."""
+        from ess_tui.alerts.report import digest
+
+        await asyncio.sleep(60)  # not in the first minute of a (re)start
+        while True:
+            if self.rt.controller.acting and self.sinks:
+                end = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+                try:
+                    rows = await self.rt.store.read_audit(5000)
+                    events = await self.outbox.events(0, 5000)
+                    payload = digest(rows, events, day_end=end)
+                    self.emit("digest", level="info", key=f"digest:{payload['day']}", payload=payload)
+                except Exception as exc:  # noqa: BLE001
+                    log.debug("no digest: %s", exc)
+            await asyncio.sleep(3600)
 
     def _on_flattened(self, event: Any) -> None:
         report = event.report

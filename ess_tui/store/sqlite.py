@@ -459,6 +459,7 @@ class SQLiteStore:
                                             details=_with(details, activation_count=new.activation_count))
                     # outbox: the latched alert commits with the latch (issue 12)
                     event = outbox.latched_event(new, actor=who, details=details)
+                    event["payload"]["audit_head"] = f"{row.seq}:{row.hash}"
                     outbox.enqueue_sync(raw, event.pop("kind"), at=when, audit_seq=row.seq, **event)
                     result = LatchResult(new, True)
                 raw.execute("COMMIT")
@@ -513,6 +514,7 @@ class SQLiteStore:
             )
             # outbox: the reset alert commits with the reset (issue 12)
             event = outbox.reset_event(state, who=who, note=why, details=details)
+            event["payload"]["audit_head"] = f"{row.seq}:{row.hash}"
             await conn.execute(outbox.ENQUEUE_SQL, outbox.enqueue_params(
                 event.pop("kind"), at=when, audit_seq=row.seq, **event))
             return new
