@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ess_tui.config import Settings
+from ess_tui.config import ConfigError, Settings
 from ess_tui.engine.state import os_user, utcnow
 from ess_tui.engine.store import OutboxEvent
 
@@ -62,7 +62,6 @@ def run(command: str, settings: Settings, args: argparse.Namespace) -> int:
 
 def _sinks(settings: Settings) -> list[Any]:
     from ess_tui.alerts.sinks import build_sinks
-    from ess_tui.config import ConfigError
 
     try:
         return build_sinks(settings.alerts)
@@ -102,7 +101,6 @@ async def _list(settings: Settings) -> int:
 async def _drill(settings: Settings, name: str | None, by: str | None) -> int:
     from ess_tui.alerts.messages import render
     from ess_tui.alerts.relay import AlertRelay
-    from ess_tui.cli import CliError
     from ess_tui.store.sqlite import SQLiteStore
 
     sinks = _sinks(settings)
@@ -110,9 +108,9 @@ async def _drill(settings: Settings, name: str | None, by: str | None) -> int:
         sinks = [s for s in sinks if s.name == name]
         if not sinks:
             known = ", ".join(s.name for s in _sinks(settings)) or "none configured"
-            raise CliError(f"no alert sink named {name!r} (sinks: {known})")
+            raise ConfigError(f"no alert sink named {name!r} (sinks: {known})")
     if not sinks:
-        raise CliError("no alert sinks: add [[alerts]] entries to ess.toml (see README, Alerts)")
+        raise ConfigError("no alert sinks: add [[alerts]] entries to ess.toml (see README, Alerts)")
     actor = by or os_user()
     event = OutboxEvent(id=0, kind="drill", level="critical", key=f"drill:{utcnow().isoformat()}",
                         created_at=utcnow(), payload={"actor": actor})
@@ -144,12 +142,11 @@ async def _drill(settings: Settings, name: str | None, by: str | None) -> int:
 async def check_anchor(settings: Settings, anchor: str) -> int:
     """``ess-tui audit --verify --anchor SEQ:HASH``: the row an alert named is still in the trail
     with that hash (a truncation or rewrite since the alert went out shows here). Exit 0 / 1."""
-    from ess_tui.cli import CliError
     from ess_tui.store.sqlite import SQLiteStore
 
     seq_text, _, digest = anchor.strip().partition(":")
     if not seq_text.isdigit() or len(digest) < 16:
-        raise CliError(f"--anchor {anchor!r} is not SEQ:HASH (as an alert's 'Audit head' shows it)")
+        raise ConfigError(f"--anchor {anchor!r} is not SEQ:HASH (as an alert's 'Audit head' shows it)")
     seq = int(seq_text)
     store = SQLiteStore(settings.db_path, create=False)
     try:

@@ -71,6 +71,7 @@ class AlertRelay:
         self._tasks: list[asyncio.Task[Any]] = []
         #: How many sinks have loaded their library (apprise takes ~0.4 s the first time).
         self.prepared = 0
+        self._stopping = False
         #: Called with (sink name, event, None | error) after every attempt (bench, tests).
         self.on_attempt: Callable[[str, OutboxEvent, str | None], Any] | None = None
 
@@ -83,8 +84,14 @@ class AlertRelay:
         if not self._tasks:
             self._tasks = [asyncio.ensure_future(self._sink_loop(s)) for s in self.sinks]
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 3.0) -> None:
+        """Let deliveries in flight finish (up to ``grace`` seconds, so a clean restart does not
+        send them again), then stop."""
+        self._stopping = True
+        self.kick()
         tasks, self._tasks = self._tasks, []
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -101,7 +108,7 @@ class AlertRelay:
             except Exception as exc:  # noqa: BLE001 - reported at the first delivery
                 log.warning("alert sink %s not ready: %s", sink.name, exc)
         self.prepared += 1
-        while True:
+        while not self._stopping:
             wait = self.poll_sec
             try:
                 if self.acting():
@@ -122,6 +129,8 @@ class AlertRelay:
         events = await self.outbox.pending(sink.name, now=now, limit=100, levels=self.levels(sink),
                                            not_before=now - self.max_age)
         for event in events:
+            if self._stopping:
+                return 0.0
             error = await self._attempt(sink, event)
             if error is not None:
                 return min(self.poll_sec, self._last_delay.get((sink.name, event.id), self.poll_sec))

@@ -146,6 +146,12 @@ class CommandSink:
     def target(self) -> str:
         return f"command {self.command[0]}"
 
+    @staticmethod
+    async def _kill(proc: Any) -> None:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
     async def send(self, message: AlertMessage, event: OutboxEvent) -> None:
         data = (json.dumps(message.as_json(event), sort_keys=True, default=str) + "\n").encode()
         try:
@@ -157,11 +163,12 @@ class CommandSink:
             raise SinkError(f"cannot run {self.command[0]}: {exc.strerror or exc}") from None
         try:
             _, err = await asyncio.wait_for(proc.communicate(data), self.timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
+        except asyncio.TimeoutError:
+            await self._kill(proc)
             raise SinkError(f"{self.command[0]} took longer than {self.timeout:g}s (killed)") from None
+        except asyncio.CancelledError:
+            await asyncio.shield(self._kill(proc))
+            raise
         if proc.returncode != 0:
             tail = clean_text(err.decode("utf-8", "replace").strip()[-200:], limit=200)
             raise SinkError(f"{self.command[0]} exited {proc.returncode}" + (f": {tail}" if tail else ""))
