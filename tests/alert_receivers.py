@@ -20,6 +20,7 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.times: list[float] = []
+        self.arrived = 0  # requests that reached the server (answered or not yet)
         self.status = 200
         self.hang = 0.0
         self.cond = threading.Condition()
@@ -29,6 +30,7 @@ class WebhookReceiver:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                outer.arrived += 1
                 if outer.hang:
                     time.sleep(outer.hang)
                 status = outer.status

@@ -100,28 +100,30 @@ async def test_delivered_alerts_are_not_sent_again_after_a_restart(tmp_path, mon
 async def test_a_hanging_sink_delays_neither_the_latch_nor_another_sink(tmp_path, monkeypatch):
     out = tmp_path / "fast.ndjson"
     with WebhookReceiver() as hook:
-        hook.hang = 6.0
-        monkeypatch.setenv("ESS_ALERT_SLOW", hook.url)
+        hook.hang = 8.0
+        # rto: apprise's own read timeout, so the request really hangs for 8 s
+        monkeypatch.setenv("ESS_ALERT_SLOW", hook.url + "?rto=20")
         settings = make_settings(tmp_path, monkeypatch, [
             {"name": "slow", "url_env": "ESS_ALERT_SLOW", "min_level": "info", "timeout": 30},
             {"name": "fast", "command": command_sink(out), "min_level": "info"},
         ])
         rt = await started(settings)
         try:
-            # The slow sink is busy with a first (drill) event when the latch comes.
             await rt.alerts.outbox.enqueue("drill", level="info", key="warmup", payload={})
             rt.alerts.relay.kick()
-            assert await wait_for(lambda: len(read_lines(out)) == 1)
+            assert await wait_for(lambda: hook.arrived == 1)  # the slow sink is now hanging
             t0 = time.perf_counter()
             await rt.manual_stop("while a sink hangs")
             latch_ms = (time.perf_counter() - t0) * 1000
-            assert await wait_for(lambda: len(read_lines(out)) >= 2, timeout=3.0)
+            assert await wait_for(lambda: any(e["kind"] == "latched" for e in read_lines(out)),
+                                  timeout=3.0)
             fast_ms = (time.perf_counter() - t0) * 1000
             assert hook.received == []  # still hanging
             assert latch_ms < 500, latch_ms
             assert fast_ms < 3000, fast_ms
             report = await rt.controller.wait_flattened(timeout=5)
             assert report is not None and report.flat  # flatten did not wait either
+            assert hook.received == []
         finally:
             hook.hang = 0
             await rt.stop()
@@ -265,3 +267,29 @@ async def test_a_reset_sends_a_report_whose_anchor_checks_against_the_trail(tmp_
     assert bad.returncode == 1 and "rewritten" in bad.stdout
     gone = audit("--anchor", f"{int(seq) + 1000}:{digest}")
     assert gone.returncode == 1 and "truncated" in gone.stdout
+
+
+async def test_warn_fault_streak_and_lost_lease_become_alerts(tmp_path, monkeypatch):
+    from ess_tui.engine.state import Evaluation, EvaluationsEvent, WarningEvent
+
+    out = tmp_path / "desk.ndjson"
+    settings = make_settings(tmp_path, monkeypatch, [
+        {"name": "desk", "command": command_sink(out), "min_level": "warning"}])
+    rt = await started(settings)
+    try:
+        near = Evaluation(name="Drawdown", triggered=False, proximity=0.85, reading="-8.5% of -10%")
+        rt.bus.publish(EvaluationsEvent((near,)))
+        rt.bus.publish(EvaluationsEvent((near,)))  # still in WARN: not a second alert
+        broken = Evaluation(name="Data feed", triggered=False, error="feed unreadable")
+        for _ in range(3):
+            rt.bus.publish(EvaluationsEvent((broken,)))
+        rt.bus.publish(WarningEvent("lease", "standby: lease held by other-host:1"))
+        kinds = lambda: [e["kind"] for e in read_lines(out)]  # noqa: E731
+        assert await wait_for(lambda: {"trigger_warn", "evaluator_fault", "lease_lost"} <= set(kinds()))
+        await asyncio.sleep(0.5)
+        assert kinds().count("trigger_warn") == 1 and kinds().count("evaluator_fault") == 1
+        warn = next(e for e in read_lines(out) if e["kind"] == "trigger_warn")
+        assert "85%" in warn["title"] and "-8.5% of -10%" in warn["title"]
+        assert rt.alerts.errors["Data feed"] == 3
+    finally:
+        await rt.stop()

@@ -61,6 +61,7 @@ class AlertsWiring:
         self._watchdog = watchdog_interval()
         self._last_ping = 0.0
         self.ready_sent = False
+        self._acted = False  # this runner held the lease at some point (a later standby = lost)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -216,6 +217,7 @@ class AlertsWiring:
 
     def _on_evaluations(self, event: Any) -> None:
         self._ping_watchdog()
+        self._acted = self._acted or bool(self.rt.controller.acting)
         now = utcnow()
         for ev in event.evaluations:
             band = ev.band
@@ -249,7 +251,8 @@ class AlertsWiring:
             self.emit("store_unavailable", level="critical", key=f"store:{_minute(now)}",
                       payload={"message": f"the ESS store fails: {text}", "source": "store",
                                "do": "fix the database (disk, permissions, lock); trading stays blocked"})
-        elif event.source == "lease" and text.startswith("standby"):
+        elif event.source == "lease" and text.startswith("standby") and self._acted:
+            self._acted = False  # lost it: said once, until it is taken again
             self.emit("lease_lost", level="critical", key=f"lease:{_minute(now)}", payload={
                 "message": f"runner {self.rt.system.holder}: {text}", "source": "lease",
                 "do": "check that exactly one runner acts (`ess-tui status`)"})
