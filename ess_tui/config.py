@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import os
 import tomllib
-from contextvars import ContextVar
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AllowInfNan,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -38,7 +36,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from ess_tui.config_env import EXTRA_ENV_NAMES, check_env_json, suggest, unknown_env_warnings
+from ess_tui.config_env import (
+    EXTRA_ENV_NAMES,
+    check_env_json,
+    suggest,
+    unknown_env_warnings,
+)
 
 __all__ = [
     "EXTRA_ENV_NAMES", "ConfigError", "GateSettings", "PaperSettings", "ResetPolicy", "Settings",
@@ -55,15 +58,8 @@ class ConfigError(Exception):
     """A configuration value is wrong. ``str(err)`` is one line a person can act on."""
 
 
-def _not_bool(value: Any) -> Any:
-    # TOML ``true`` would otherwise become 1: a boolean is not a number.
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not a number")
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_not_bool)]
-Float = Annotated[float, BeforeValidator(_not_bool), AllowInfNan(False)]
+from ess_tui.config_alerts import AlertSinkSettings, MetricsSettings  # noqa: E402
+from ess_tui.config_types import Float, Int  # noqa: E402
 
 
 def _path_value(value: Any) -> Any:
@@ -180,6 +176,11 @@ class Settings(BaseSettings):
     tui: TuiSettings = Field(default_factory=TuiSettings)
     reset: ResetPolicy = Field(default_factory=ResetPolicy)
     gate: GateSettings = Field(default_factory=GateSettings)
+    alerts: list[AlertSinkSettings] = Field(default_factory=list)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    alert_retry_max: Float = Field(15.0, ge=0.1, le=3600, description="longest wait between alert retries, seconds")
+    flatten_failing_every: Float = Field(5.0, gt=0, le=24 * 60, description="minutes between flatten-still-failing alerts")
+
 
     @model_validator(mode="before")
     @classmethod

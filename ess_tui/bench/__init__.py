@@ -14,6 +14,7 @@ the database itself):
 4. ``gate``         ``TradeGate.check()`` from another process
 5. ``control_room`` start → first frame, STOP → latch, resident memory (headless and control room)
 6. ``scale``        flatten at 1,000 positions, 500 evaluators
+7. ``alerts``       latch → alert at a local webhook; backlog drained after an outage
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ SCENARIOS: dict[str, str] = {
     "control_room": "ess_tui.bench.control_room",
     "scale": "ess_tui.bench.scale",
     "desk_pg": "ess_tui.bench.desk_pg",
+    "alerts": "ess_tui.bench.alerts",
 }
 
 

@@ -7,6 +7,8 @@
     ess-tui activate --reason T  latch (exit 0 once durable, 1 if not); the acting runner flattens
     ess-tui reset --by NAME      audited reset (type RESET at a terminal, or --yes)
     ess-tui audit [--verify]     the audit trail, and whether it verifies
+    ess-tui alerts [test]        alert sinks and their last delivery; a drill alert to each
+    ess-tui events [--follow]    the audit trail and alert events as NDJSON
     ess-tui migrate --from F --to URL   copy a SQLite store to PostgreSQL, chain verified
     ess-tui bench [--quick]      benchmarks: print figures
 
@@ -46,6 +48,8 @@ def _settings(args: Any) -> Settings:
         overrides["db"] = args.db
     if args.check_interval is not None:
         overrides["check_interval"] = args.check_interval
+    if getattr(args, "metrics", None):
+        overrides["metrics"] = {"listen": args.metrics}
     return load_settings(args.config, **overrides)
 
 
@@ -94,6 +98,10 @@ def _run(args: Any) -> int:
         return reset(settings, args)
     if command == "audit":
         return asyncio.run(commands.audit(settings, args))
+    if command in ("alerts", "events"):
+        from ess_tui.alerts import cli as alerts_cli
+
+        return alerts_cli.run(command, settings, args)
     if command == "migrate":
         from ess_tui.store.postgres.wiring import migrate_main
 

@@ -240,6 +240,10 @@ async def audit(settings: Settings, args: argparse.Namespace) -> int:
         out(verification_line(verification))
         if not verification.ok:
             return EXIT_REFUSED
+    if getattr(args, "anchor", None):  # an anchor sent out in an alert or report
+        from ess_tui.alerts.cli import check_anchor
+
+        return await check_anchor(settings, args.anchor)
     return EXIT_OK
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
+from ess_tui.alerts import cli as alerts_cli
+from ess_tui.alerts.cli import metrics_address
 from ess_tui.cli.safe import safe
 
 EXIT_USAGE = 2
@@ -53,6 +55,10 @@ GLOBALS: tuple[tuple[str, tuple[str, ...], dict[str, Any], tuple[str, ...] | Non
     ("theme", ("--theme",), {"metavar": "NAME",
                              "help": "theme name: dark, light, high-contrast, colour-blind (tui)"},
      ("tui",)),
+    ("metrics", ("--metrics",), {"metavar": "HOST:PORT", "type": metrics_address,
+                                 "help": "serve Prometheus /metrics here, e.g. 127.0.0.1:9464 "
+                                         "(tui, headless)"},
+     ("tui", "headless")),
 )
 
 
@@ -100,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON lines")
     p.add_argument("--verify", action="store_true", help="verify the trail; exit 1 if broken")
     p.add_argument("--limit", type=int, default=50, help="rows to show (default 50, 0 = all)")
+    p.add_argument("--anchor", metavar="SEQ:HASH",
+                   help="with --verify: the trail still holds this row (an alert's audit head)")
+
+    # alerts, alerts test, events (issue 12)
+    alerts_cli.add_parsers(sub, lambda p: _add_globals(p, "s", "alerts"))
 
     p = command("migrate", "copy a SQLite store to PostgreSQL, audit chain verified on arrival")
     p.add_argument("--from", dest="source", required=True, metavar="FILE", help="the SQLite ess.db")

@@ -206,9 +206,15 @@ class Runtime:
             self._tasks.append(asyncio.ensure_future(make()))
         self._tasks.append(asyncio.ensure_future(self._poll_metrics()))
         self._tasks.append(asyncio.ensure_future(self._poll_book()))
+        from ess_tui.runtime.alerts_wiring import AlertsWiring  # alerts, metrics, systemd (issue 12)
+
+        self.alerts = AlertsWiring(self)
+        await self.alerts.start()
         self.system.start()
 
     async def stop(self) -> None:
+        if getattr(self, "alerts", None) is not None:
+            await self.alerts.stop()  # alerts (issue 12): before the store closes
         await self.system.stop()
         for task in self._tasks:
             task.cancel()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 #: The schema this code writes and understands. Bump it and add a step to MIGRATIONS to change it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Name of the single lease row the runner holds.
 RUNNER_LEASE = "runner"
@@ -128,9 +128,6 @@ def _migrate_to_2(conn: sqlite3.Connection, *, audit_mode: str, now: str) -> Non
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('audit_head_mac', '')")
 
 
-#: MIGRATIONS[n] brings a database from version n-1 to version n.
-MIGRATIONS: dict[int, Callable[..., None]] = {1: _migrate_to_1, 2: _migrate_to_2}
-
 #: The columns each table must have, by schema version (a look-alike table is not ours).
 _COLUMNS_V1: dict[str, frozenset[str]] = {
     "meta": frozenset({"key", "value"}),
@@ -144,10 +141,29 @@ EXPECTED_COLUMNS: dict[int, dict[str, frozenset[str]]] = {
     1: _COLUMNS_V1,
     2: {**_COLUMNS_V1, "lease": _COLUMNS_V1["lease"] | {"epoch", "beat", "ttl_sec"}},
 }
+EXPECTED_COLUMNS[3] = {
+    **EXPECTED_COLUMNS[2],
+    "outbox": frozenset({"id", "kind", "level", "key", "created_at", "activation", "audit_seq",
+                         "payload"}),
+    "outbox_delivery": frozenset({"event_id", "sink", "attempts", "delivered_at", "last_error",
+                                  "next_attempt_at"}),
+}
 #: Triggers that keep the audit trail append-only and the state row in place.
 EXPECTED_TRIGGERS = frozenset({"state_no_delete", "audit_no_update", "audit_no_delete"})
 
-_OUR_TABLES = {"meta", "state", "policy", "audit", "lease"}
+
+def _migrate_to_3(conn: sqlite3.Connection, **_: object) -> None:
+    """The alert outbox (issue 12): events written in the latch/reset transactions, and their
+    delivery state per sink."""
+    from ess_tui.store.outbox import migrate_outbox
+
+    migrate_outbox(conn)
+
+
+#: MIGRATIONS[n] brings a database from version n-1 to version n.
+MIGRATIONS: dict[int, Callable[..., None]] = {1: _migrate_to_1, 2: _migrate_to_2, 3: _migrate_to_3}
+
+_OUR_TABLES = {"meta", "state", "policy", "audit", "lease", "outbox", "outbox_delivery"}
 
 
 def read_version(conn: sqlite3.Connection) -> int:

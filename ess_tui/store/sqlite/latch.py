@@ -22,6 +22,7 @@ from ess_tui.engine.store import (
     stale_reset_reason,
 )
 from ess_tui.store import marker as markers
+from ess_tui.store import outbox
 from ess_tui.store.schema import EMERGENCY_KEY, STATE_SQL
 from ess_tui.store.sqlite import _util as u
 from ess_tui.store.sqlite.core import StoreCore
@@ -128,8 +129,12 @@ class LatchMixin(StoreCore):
             )
             c.execute(u.UPSERT_POLICY_SQL, (
                 EMERGENCY_KEY, json.dumps(new.to_policy(), sort_keys=True), u.iso(at)))
-            self._append(c, at=at, action="activate", actor=actor, reason=why,
-                         details=u.with_details(details, activation_count=new.activation_count))
+            row = self._append(c, at=at, action="activate", actor=actor, reason=why,
+                               details=u.with_details(details, activation_count=new.activation_count))
+            # The latched alert commits with the latch (the transactional outbox).
+            event = outbox.latched_event(new, actor=actor, details=details)
+            event["payload"]["audit_head"] = f"{row.seq}:{row.hash}"
+            outbox.enqueue_sync(c, event.pop("kind"), at=at, audit_seq=row.seq, **event)
             return LatchResult(new, True)
 
         result = self._write(conn, body)
@@ -203,10 +208,14 @@ class LatchMixin(StoreCore):
             )
             conn.execute(u.UPSERT_POLICY_SQL, (
                 EMERGENCY_KEY, json.dumps(new.to_policy(), sort_keys=True), u.iso(when)))
-            self._append(conn, at=when, action="reset", actor=who, reason=why,
-                         details=u.with_details(details, previous_reason=state.reason,
-                                                latched_since=state.timestamp,
-                                                activation_count=state.activation_count))
+            row = self._append(conn, at=when, action="reset", actor=who, reason=why,
+                               details=u.with_details(details, previous_reason=state.reason,
+                                                      latched_since=state.timestamp,
+                                                      activation_count=state.activation_count))
+            # The reset alert commits with the reset (the transactional outbox).
+            event = outbox.reset_event(state, who=who, note=why, details=details)
+            event["payload"]["audit_head"] = f"{row.seq}:{row.hash}"
+            outbox.enqueue_sync(conn, event.pop("kind"), at=when, audit_seq=row.seq, **event)
             return "reset", new
 
         def op(conn: sqlite3.Connection) -> tuple[str, Any]:
