@@ -58,7 +58,7 @@ class ConfigError(Exception):
     """A configuration value is wrong. ``str(err)`` is one line a person can act on."""
 
 
-from ess_tui.config_alerts import AlertSinkSettings, MetricsSettings  # noqa: E402
+from ess_tui.config_sections import AlertSinkSettings, GateSettings, MetricsSettings  # noqa: E402
 from ess_tui.config_types import Float, Int  # noqa: E402
 
 
@@ -130,18 +130,6 @@ class ResetPolicy(BaseModel):
         if engine_cls is None or engine_cls is type(self):  # compatibility: engine not split yet
             return self
         return engine_cls(operators=tuple(self.operators), two_person=self.two_person)
-
-
-class GateSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    require_runner: bool = Field(
-        False, description="block trading while no ESS runner holds a live lease on the database"
-    )
-    max_silence: Float = Field(
-        1.0, gt=0, le=60,
-        description="PostgreSQL: seconds without an answer from the server before gates block",
-    )
 
 
 class Settings(BaseSettings):

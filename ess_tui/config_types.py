@@ -1,6 +1,6 @@
 """Strict number types for the settings: a boolean is not a number, NaN and infinity are not values.
 
-TOML ``max_sl_hits = true`` would otherwise become 1. Shared by ``config`` and ``config_alerts``.
+TOML ``max_sl_hits = true`` would otherwise become 1. Shared by ``config`` and ``config_sections``.
 """
 
 from __future__ import annotations

@@ -220,7 +220,8 @@ def test_errors_never_print_a_secret(db, capsys, monkeypatch):
 def test_every_global_option_works_in_either_position(command):
     from ess_tui.cli.parser import GLOBALS, build_parser, resolve
 
-    values = {"db": "x.db", "config": "c.toml", "check_interval": "0.5", "theme": "light"}
+    values = {"db": "x.db", "config": "c.toml", "check_interval": "0.5", "theme": "light",
+              "metrics": "127.0.0.1:9464"}
     for name, flags, _, applies in GLOBALS:
         if applies is not None and (command or "tui") not in applies:
             continue

@@ -1,4 +1,4 @@
-"""The ``[[alerts]]`` sinks and ``[metrics]`` settings (issue 12), beside ``config.Settings``."""
+"""Sections of ``config.Settings`` kept beside it: ``[gate]``, ``[[alerts]]`` sinks, ``[metrics]``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ess_tui.config_types import Float
 
-__all__ = ["AlertSinkSettings", "MetricsSettings"]
+__all__ = ["AlertSinkSettings", "GateSettings", "MetricsSettings"]
 
 
 class AlertSinkSettings(BaseModel):
@@ -39,3 +39,13 @@ class MetricsSettings(BaseModel):
                                description="HOST:PORT for /metrics (e.g. 127.0.0.1:9464); none = off")
 
 
+class GateSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    require_runner: bool = Field(
+        False, description="block trading while no ESS runner holds a live lease on the database"
+    )
+    max_silence: Float = Field(
+        1.0, gt=0, le=60,
+        description="PostgreSQL: seconds without an answer from the server before gates block",
+    )
