@@ -236,6 +236,16 @@ class StoreCore:
         with contextlib.suppress(OSError):
             self._validator.accept(*file_stamps(self._path))
 
+    def _checkpoint_next(self) -> None:
+        """Checkpoint as the very next job on the database thread, after the caller has its
+        answer: the latch is already durable (fsync'd in the WAL), so its caller -- the flatten
+        -- does not wait for the copy into the main file, yet nothing else runs before it."""
+        self._db.submit(self._checkpoint_job)
+
+    def _checkpoint_job(self) -> None:
+        if self._conn is not None:
+            self._checkpoint(self._conn)
+
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         """Move the WAL into the main file, so the durable main file holds the latch/reset."""
         started = time.perf_counter()

@@ -134,7 +134,7 @@ class LatchMixin(StoreCore):
 
         result = self._write(conn, body)
         if result.new:
-            self._checkpoint(conn)
+            self._checkpoint_next()
         return result
 
     async def latch(
@@ -213,7 +213,7 @@ class LatchMixin(StoreCore):
             self._state(conn)  # a pending latch marker is made durable before it can be reset
             outcome = self._write(conn, body)
             if outcome[0] == "reset":
-                self._checkpoint(conn)
+                self._checkpoint_next()
                 try:
                     markers.remove_marker(self._path, outcome[1].activation_count)
                 except OSError as exc:
