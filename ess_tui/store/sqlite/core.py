@@ -66,7 +66,7 @@ class StoreCore:
             key = key.encode("utf-8")
         self._key: bytes | None = key or None
         self._monotonic = monotonic
-        self._db = DBThread("ess-store")
+        self._db = DBThread("ess-store", on_fork=self._forget_inherited)
         self._conn: sqlite3.Connection | None = None  # touched on the database thread only
         self._ident: tuple[int, int] | None = None
         self._validator = Validator(self._path)
@@ -159,6 +159,11 @@ class StoreCore:
         if last:
             conn.execute(u.AUDIT_MAC_SQL, (audit_chain.head_mac(
                 key, int(last[0][0]), str(last[0][1])),))
+
+    def _forget_inherited(self) -> None:
+        """In a forked child: drop (without closing) the parent's connection."""
+        self._conn, self._ident = None, None
+        self._validator.forget()
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
