@@ -84,6 +84,8 @@ def read_marker(db_path: str) -> LatchMarker | None:
             raise ValueError(activation)
         reason = data.get("reason")
         at = data.get("at")
+        if isinstance(reason, str):  # anyone may write this file: no control characters
+            reason = "".join(ch if ch.isprintable() else " " for ch in reason[:500]).strip()
         return LatchMarker(activation, reason if isinstance(reason, str) and reason
                            else "(no reason recorded)", at if isinstance(at, str) else None)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
