@@ -173,3 +173,42 @@ async def test_reset_removes_the_marker_and_a_stray_marker_latches(tmp_path):
         assert main_file_state(db)[:2] == (1, 2)
     finally:
         await store.close()
+
+
+GATE_COUNT = """
+import sys
+from ess_tui.gate import TradeGate
+gate = TradeGate(sys.argv[1])
+bad = [d.reason for d in (gate.check() for _ in range(int(sys.argv[2])))
+       if d.reason and d.reason.startswith("ESS state unavailable")]
+print(len(bad), bad[:1])
+"""
+
+
+def test_the_gate_never_reads_a_sound_file_as_damaged_while_it_is_written(tmp_path):
+    # The validation reads the state and policy rows in one snapshot: a latch committing
+    # between the two reads is not a contradiction (it was, once: 2 in 60,000 checks).
+    import threading
+
+    db = tmp_path / "ess.db"
+    asyncio.run(_fresh(db))
+    stop = threading.Event()
+
+    def writer() -> None:
+        async def loop() -> None:
+            store = SQLiteStore(db, audit_key=None)
+            while not stop.is_set():
+                await store.latch("load")
+                await store.unlatch("ops")
+            await store.close()
+        asyncio.run(loop())
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        out = subprocess.run([sys.executable, "-c", GATE_COUNT, str(db), "40000"],
+                             capture_output=True, text=True, timeout=120, check=True)
+    finally:
+        stop.set()
+        thread.join()
+    assert out.stdout.startswith("0 "), out.stdout
