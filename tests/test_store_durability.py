@@ -212,3 +212,28 @@ def test_the_gate_never_reads_a_sound_file_as_damaged_while_it_is_written(tmp_pa
         stop.set()
         thread.join()
     assert out.stdout.startswith("0 "), out.stdout
+
+
+async def test_a_latch_in_flight_elsewhere_is_not_completed_by_a_reader(tmp_path):
+    # Another process wrote its marker and is waiting for the write lock: readers say latched
+    # but leave the latch to it (no second, misattributed activation); once it is gone, the
+    # next reader completes it.
+    from datetime import datetime, timezone
+
+    from ess_tui.store import marker as markers
+
+    db = tmp_path / "ess.db"
+    await _fresh(db)
+    held = markers.write_marker(str(db), 1, "in flight", datetime.now(timezone.utc))
+    reader = SQLiteStore(db, audit_key=None)
+    try:
+        state = await reader.load_state()
+        assert state.active and state.reason == "in flight"
+        assert main_file_state(db)[0] == 0 and await reader.read_audit() == []
+        markers.release(held)  # its writer died
+        state = await reader.load_state()
+        await reader.change_seq()  # the checkpoint runs as the next job on the store's thread
+        assert state.active and main_file_state(db)[:2] == (1, 1)
+        assert [r.action for r in await reader.read_audit()] == ["activate"]
+    finally:
+        await reader.close()
