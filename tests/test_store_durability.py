@@ -173,3 +173,67 @@ async def test_reset_removes_the_marker_and_a_stray_marker_latches(tmp_path):
         assert main_file_state(db)[:2] == (1, 2)
     finally:
         await store.close()
+
+
+GATE_COUNT = """
+import sys
+from ess_tui.gate import TradeGate
+gate = TradeGate(sys.argv[1])
+bad = [d.reason for d in (gate.check() for _ in range(int(sys.argv[2])))
+       if d.reason and d.reason.startswith("ESS state unavailable")]
+print(len(bad), bad[:1])
+"""
+
+
+def test_the_gate_never_reads_a_sound_file_as_damaged_while_it_is_written(tmp_path):
+    # The validation reads the state and policy rows in one snapshot: a latch committing
+    # between the two reads is not a contradiction (it was, once: 2 in 60,000 checks).
+    import threading
+
+    db = tmp_path / "ess.db"
+    asyncio.run(_fresh(db))
+    stop = threading.Event()
+
+    def writer() -> None:
+        async def loop() -> None:
+            store = SQLiteStore(db, audit_key=None)
+            while not stop.is_set():
+                await store.latch("load")
+                await store.unlatch("ops")
+            await store.close()
+        asyncio.run(loop())
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        out = subprocess.run([sys.executable, "-c", GATE_COUNT, str(db), "40000"],
+                             capture_output=True, text=True, timeout=120, check=True)
+    finally:
+        stop.set()
+        thread.join()
+    assert out.stdout.startswith("0 "), out.stdout
+
+
+async def test_a_latch_in_flight_elsewhere_is_not_completed_by_a_reader(tmp_path):
+    # Another process wrote its marker and is waiting for the write lock: readers say latched
+    # but leave the latch to it (no second, misattributed activation); once it is gone, the
+    # next reader completes it.
+    from datetime import datetime, timezone
+
+    from ess_tui.store import marker as markers
+
+    db = tmp_path / "ess.db"
+    await _fresh(db)
+    held = markers.write_marker(str(db), 1, "in flight", datetime.now(timezone.utc))
+    reader = SQLiteStore(db, audit_key=None)
+    try:
+        state = await reader.load_state()
+        assert state.active and state.reason == "in flight"
+        assert main_file_state(db)[0] == 0 and await reader.read_audit() == []
+        markers.release(held)  # its writer died
+        state = await reader.load_state()
+        await reader.change_seq()  # the checkpoint runs as the next job on the store's thread
+        assert state.active and main_file_state(db)[:2] == (1, 1)
+        assert [r.action for r in await reader.read_audit()] == ["activate"]
+    finally:
+        await reader.close()

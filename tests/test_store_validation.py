@@ -208,3 +208,45 @@ def test_create_only_where_nothing_exists(tmp_path):
     Path(str(other) + ".latched").write_text('{"activation": 1, "reason": "x"}')
     with pytest.raises(FileExistsError, match="latch marker"):
         init_database(other)
+
+
+def _v1_database(path: Path, audit_mode: str) -> None:
+    """A database as ess-tui with schema 1 left it (WAL mode, one latch on record)."""
+    from ess_tui.engine import audit_chain
+    from ess_tui.store import schema
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        schema._migrate_to_1(conn, audit_mode=audit_mode, now="2025-01-01T00:00:00+00:00")
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    finally:
+        conn.close()
+
+
+async def test_a_schema_1_database_is_migrated_forward_not_reinitialised(tmp_path):
+    from ess_tui.engine import audit_chain
+
+    db = tmp_path / "ess.db"
+    _v1_database(db, audit_chain.MODE_HMAC)
+    with TradeGate(db) as gate:  # the gate reads a schema-1 file as it is
+        decision = gate.check()
+        assert decision.allowed and decision.runner_live is False
+    store = SQLiteStore(db, create=False, audit_key=b"k1")
+    try:
+        await store.latch("halt before the upgrade")
+        lease = await store.acquire_lease("runner-a", ttl_sec=5)
+        assert (lease.epoch, lease.beat) == (1, 0)
+        result = await store.verify_audit()
+        assert result.ok and result.keyed, result
+    finally:
+        await store.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(lease)")}
+    assert {"epoch", "beat", "ttl_sec"} <= cols
+    conn.close()
+    with TradeGate(db) as gate:
+        assert not gate.check().allowed

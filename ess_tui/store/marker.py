@@ -12,12 +12,14 @@ Stdlib only: the trade gate imports this module.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["LatchMarker", "marker_path", "write_marker", "read_marker", "remove_marker"]
+__all__ = ["LatchMarker", "marker_path", "write_marker", "read_marker", "remove_marker",
+           "claim_marker", "release"]
 
 SUFFIX = ".latched"
 _MAX_BYTES = 8192
@@ -51,20 +53,48 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_marker(db_path: str, activation: int, reason: str, at: datetime) -> None:
-    """Write the marker atomically (temp file, fsync, rename, fsync the directory)."""
+def write_marker(db_path: str, activation: int, reason: str, at: datetime) -> int:
+    """Write the marker atomically (temp file, fsync, rename, fsync the directory).
+
+    Returns an open descriptor holding an exclusive ``flock`` on the marker: while it is held
+    the latch is in flight, and no other process completes it (see :func:`claim_marker`).
+    Close it (:func:`release`) once the transaction committed or failed."""
     final = marker_path(db_path)
     tmp = f"{final}.{os.getpid()}.tmp"
     body = json.dumps({"activation": int(activation), "reason": reason[:2000],
                        "at": at.isoformat()}, sort_keys=True).encode("utf-8")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the lock follows the file through the rename
         os.write(fd, body)
         os.fsync(fd)
-    finally:
+        os.replace(tmp, final)
+        _fsync_dir(final)
+    except BaseException:
         os.close(fd)
-    os.replace(tmp, final)
-    _fsync_dir(final)
+        raise
+    return fd
+
+
+def release(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def claim_marker(db_path: str) -> int | None:
+    """An open descriptor holding the marker's lock, or None when another process holds it
+    (its latch is still in flight: leave it to that process) or the marker is gone."""
+    try:
+        fd = os.open(marker_path(db_path), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def read_marker(db_path: str) -> LatchMarker | None:
@@ -84,6 +114,8 @@ def read_marker(db_path: str) -> LatchMarker | None:
             raise ValueError(activation)
         reason = data.get("reason")
         at = data.get("at")
+        if isinstance(reason, str):  # anyone may write this file: no control characters
+            reason = "".join(ch if ch.isprintable() else " " for ch in reason[:500]).strip()
         return LatchMarker(activation, reason if isinstance(reason, str) and reason
                            else "(no reason recorded)", at if isinstance(at, str) else None)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):

@@ -144,6 +144,22 @@ def check_database(conn: sqlite3.Connection, path: str, *, deep: bool = True) ->
     ``deep`` adds ``PRAGMA quick_check`` (a walk of every page: run it when the main file changed,
     not on every WAL append). ``sqlite3.Error`` from a damaged file is turned into
     :class:`Invalid` too."""
+    own = not conn.in_transaction
+    try:
+        if own:  # one snapshot: a commit between two reads must not look like a contradiction
+            conn.execute("BEGIN")
+        return _check_database(conn, path, deep=deep)
+    except sqlite3.Error as exc:
+        raise Invalid(explain_error(exc, path)) from exc
+    finally:
+        if own and conn.in_transaction:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                pass
+
+
+def _check_database(conn: sqlite3.Connection, path: str, *, deep: bool) -> int:
     try:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:

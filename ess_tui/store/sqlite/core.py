@@ -66,7 +66,7 @@ class StoreCore:
             key = key.encode("utf-8")
         self._key: bytes | None = key or None
         self._monotonic = monotonic
-        self._db = DBThread("ess-store")
+        self._db = DBThread("ess-store", on_fork=self._forget_inherited)
         self._conn: sqlite3.Connection | None = None  # touched on the database thread only
         self._ident: tuple[int, int] | None = None
         self._validator = Validator(self._path)
@@ -160,6 +160,11 @@ class StoreCore:
             conn.execute(u.AUDIT_MAC_SQL, (audit_chain.head_mac(
                 key, int(last[0][0]), str(last[0][1])),))
 
+    def _forget_inherited(self) -> None:
+        """In a forked child: drop (without closing) the parent's connection."""
+        self._conn, self._ident = None, None
+        self._validator.forget()
+
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
         self._ident = None
@@ -235,6 +240,16 @@ class StoreCore:
     def _trust_own_write(self) -> None:
         with contextlib.suppress(OSError):
             self._validator.accept(*file_stamps(self._path))
+
+    def _checkpoint_next(self) -> None:
+        """Checkpoint as the very next job on the database thread, after the caller has its
+        answer: the latch is already durable (fsync'd in the WAL), so its caller -- the flatten
+        -- does not wait for the copy into the main file, yet nothing else runs before it."""
+        self._db.submit(self._checkpoint_job)
+
+    def _checkpoint_job(self) -> None:
+        if self._conn is not None:
+            self._checkpoint(self._conn)
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         """Move the WAL into the main file, so the durable main file holds the latch/reset."""

@@ -65,20 +65,31 @@ class LatchMixin(StoreCore):
             raise StoreUnavailable(pending.reason)
         if state.active:
             return state
-        log.critical("latch marker %s names activation #%d, which the database does not hold: "
-                     "latching it durably now", markers.marker_path(self._path),
-                     pending.activation)
         at = u.parse_time(pending.at) if pending.at else None
+        marked = EmergencyState(status=ESSStatus.ACTIVE, reason=pending.reason, timestamp=at,
+                                activation_count=pending.activation,
+                                last_reset_by=state.last_reset_by,
+                                last_reset_at=state.last_reset_at)
+        claim = markers.claim_marker(self._path)
+        if claim is None:
+            return marked  # its writer is still latching (or the marker just went): latched
         try:
+            again = self._db_state(conn)  # the writer may have committed before letting go
+            if markers.read_marker(self._path) != pending or again.active or \
+                    pending.covered_by(again.active, again.activation_count):
+                return again if again.active else self._state(conn)
+            log.critical("latch marker %s names activation #%d, which the database does not "
+                         "hold, and its writer is gone: latching it durably now",
+                         markers.marker_path(self._path), pending.activation)
             return self._latch_now(
                 conn, pending.reason, at=entry_at(at), actor="ess (latch marker)",
-                details={"from_latch_marker": True}, at_least=pending.activation).state
+                details={"from_latch_marker": True}, at_least=pending.activation,
+                marker=False).state
         except sqlite3.Error as exc:
             log.error("cannot make the marked latch durable yet: %s", exc)
-            return EmergencyState(status=ESSStatus.ACTIVE, reason=pending.reason,
-                                  timestamp=at, activation_count=pending.activation,
-                                  last_reset_by=state.last_reset_by,
-                                  last_reset_at=state.last_reset_at)
+            return marked
+        finally:
+            markers.release(claim)
 
     async def load_state(self) -> EmergencyState:
         """The latch as stored. Raises ``StoreUnavailable`` (never answers "inactive") if unsure."""
@@ -98,17 +109,28 @@ class LatchMixin(StoreCore):
 
     def _latch_now(
         self, conn: sqlite3.Connection, why: str, *, at: datetime, actor: str,
-        details: dict[str, Any] | None, at_least: int = 0,
+        details: dict[str, Any] | None, at_least: int = 0, marker: bool = True,
     ) -> LatchResult:
         before = self._db_state(conn)
-        if not before.active:
+        held = None
+        if marker and not before.active:
             # The second channel first: every gate on the host blocks from here on, even if
             # the transaction below cannot get the write lock.
             try:
-                markers.write_marker(self._path, max(before.activation_count + 1, at_least),
-                                     why, at)
+                held = markers.write_marker(
+                    self._path, max(before.activation_count + 1, at_least), why, at)
             except OSError as exc:
                 log.error("cannot write the latch marker beside %s: %s", self._path, exc)
+        try:
+            return self._latch_txn(conn, why, at=at, actor=actor, details=details,
+                                   at_least=at_least)
+        finally:
+            markers.release(held)
+
+    def _latch_txn(
+        self, conn: sqlite3.Connection, why: str, *, at: datetime, actor: str,
+        details: dict[str, Any] | None, at_least: int,
+    ) -> LatchResult:
 
         def body(c: sqlite3.Connection) -> LatchResult:
             state = self._db_state(c)
@@ -139,7 +161,7 @@ class LatchMixin(StoreCore):
 
         result = self._write(conn, body)
         if result.new:
-            self._checkpoint(conn)
+            self._checkpoint_next()
         return result
 
     async def latch(
@@ -222,7 +244,7 @@ class LatchMixin(StoreCore):
             self._state(conn)  # a pending latch marker is made durable before it can be reset
             outcome = self._write(conn, body)
             if outcome[0] == "reset":
-                self._checkpoint(conn)
+                self._checkpoint_next()
                 try:
                     markers.remove_marker(self._path, outcome[1].activation_count)
                 except OSError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -24,16 +25,25 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
 class DBThread:
     """A single worker thread, started on first use and stopped by :meth:`shutdown`."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, on_fork: Callable[[], None] | None = None) -> None:
         self._name = name
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._ident: int | None = None
+        self._pid = os.getpid()
+        self._on_fork = on_fork
 
     def _note_ident(self) -> None:
         self._ident = threading.get_ident()
 
     def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        if os.getpid() != self._pid:
+            # A forked child: the parent's thread does not exist here, and its connection must
+            # not be used. Start afresh.
+            self._pid, self._pool, self._ident = os.getpid(), None, None
+            self._lock = threading.Lock()
+            if self._on_fork is not None:
+                self._on_fork()
         with self._lock:
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(
