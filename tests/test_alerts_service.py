@@ -53,8 +53,10 @@ def wait(predicate, timeout=30.0, what="condition"):
 
 
 def lease_holder(db: Path):
+    # Read-only: a plain connect would create an empty file, which the store then (rightly)
+    # refuses to initialise over.
     try:
-        with sqlite3.connect(db) as conn:
+        with sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) as conn:
             row = conn.execute("SELECT holder FROM lease").fetchone()
             return row[0] if row else None
     except sqlite3.Error:
