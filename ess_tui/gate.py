@@ -243,7 +243,7 @@ class TradeGate:
                 marker.activation, _parse_time(marker.at), live, holder)
         if self._require_runner and not live:
             where = f"lease held by {holder}, not renewed" if holder else "no lease holder"
-            return GateDecision(False, f"{NO_RUNNER} ({where}; start `ess-tui run`)",
+            return GateDecision(False, f"{NO_RUNNER} ({where}; start `ess-tui headless`)",
                                 count_value, when, live, holder)
         return GateDecision(True, None, count_value, when, live, holder)
 

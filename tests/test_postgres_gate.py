@@ -353,3 +353,31 @@ def test_a_hostile_reason_latches_and_reaches_every_gate_clean(pg_url: str) -> N
         assert not any(ch in reason for ch in "\x1b\u202e\x00\x07")
     finally:
         gate.close()
+
+
+def test_require_runner_blocks_until_a_runner_holds_a_live_lease(pg_url: str) -> None:
+    """`[gate] require_runner` on PostgreSQL: armed but nobody watching is blocked; a live lease
+    lets it through with the holder named; a lease that runs out blocks again (server's clock)."""
+    from datetime import datetime, timezone
+
+    store_call(pg_url, "load_state")
+    gate = TradeGate(pg_url, max_silence=MAX_SILENCE, require_runner=True)
+    plain = TradeGate(pg_url, max_silence=MAX_SILENCE)
+    try:
+        first = gate.check()
+        assert not first.allowed and "no ESS runner is watching this desk" in first.reason
+        assert plain.check().allowed and plain.check().runner_live is False
+        store_call(pg_url, "acquire_lease", "host-a:1:abc", ttl_sec=1.5,
+                   at=datetime.now(timezone.utc))
+        deadline = time.monotonic() + 5
+        while not gate.check().allowed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ok = gate.check()
+        assert ok.allowed and ok.runner_live is True and ok.holder == "host-a:1:abc"
+        deadline = time.monotonic() + 6
+        while gate.check().allowed and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not gate.check().allowed, "a lease that ran out still let trading through"
+    finally:
+        gate.close()
+        plain.close()

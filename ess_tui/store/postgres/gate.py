@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -45,12 +46,21 @@ class GateDecision:
     reason: str | None = None
     activation_count: int | None = None
     since: datetime | None = None
+    runner_live: bool | None = field(default=None, compare=False)
+    holder: str | None = field(default=None, compare=False)
 
     def __bool__(self) -> bool:
         return self.allowed
 
-_STATE_SQL = (f"SELECT (SELECT value FROM meta WHERE key = 'schema_version'), {STATE_COLUMNS} "
+#: The state row, and the holder of a live runner lease (judged on the server's clock, the one
+#: clock every host shares), read together on every keepalive.
+_STATE_SQL = (f"SELECT (SELECT value FROM meta WHERE key = 'schema_version'), {STATE_COLUMNS}, "
+              "(SELECT holder FROM lease WHERE expires_at > clock_timestamp() "
+              "ORDER BY epoch DESC LIMIT 1) "
               "FROM state WHERE id = 1")
+
+#: What a gate that requires a runner answers while none holds a live lease.
+NO_RUNNER = "no ESS runner is watching this desk (no live runner lease; start `ess-tui headless`)"
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,8 @@ class _Snapshot:
     change_seq: int
     heard: float                    # monotonic time the server last answered
     down: str | None = None         # why the connection is down (None while it is up)
+    runner: str | None = None       # holder of a live runner lease at the last read
+    answer: Any = None              # what check() returns while the connection is heard
 
 
 class PGTradeGate:
@@ -68,9 +80,10 @@ class PGTradeGate:
 
     def __init__(self, url: str, *, max_silence: float = 1.0,
                  connect_timeout_sec: float | None = None,
-                 decision_type: type[Any] = GateDecision) -> None:
+                 decision_type: type[Any] = GateDecision, require_runner: bool = False) -> None:
         self._target = PGTarget(url)
         self._D = decision_type
+        self._require_runner = bool(require_runner)
         if not max_silence or max_silence <= 0:
             raise ValueError("max_silence must be a positive number of seconds")
         self.max_silence = float(max_silence)
@@ -110,7 +123,7 @@ class PGTradeGate:
             return self._unreachable(silent, "no answer to the gate's keepalive")
         if snap.decision is None:
             return self._unreachable(silent, "the state has not been read yet")
-        return snap.decision
+        return snap.answer
 
     def _unreachable(self, silent: float, why: str) -> Any:
         return self._D(False, f"ESS store unreachable for {silent:.1f} s, trading blocked: "
@@ -144,13 +157,27 @@ class PGTradeGate:
 
     def _set(self, **changes: Any) -> None:
         old = self._snap
+        decision = changes.get("decision", old.decision)
+        runner = changes.get("runner", old.runner)
         new = _Snapshot(
-            changes.get("decision", old.decision), changes.get("change_seq", old.change_seq),
-            changes.get("heard", old.heard), changes.get("down", old.down))
+            decision, changes.get("change_seq", old.change_seq),
+            changes.get("heard", old.heard), changes.get("down", old.down), runner,
+            self._answer(decision, runner))
         self._snap = new
-        if new.decision != old.decision or new.down != old.down:
+        if new.decision != old.decision or new.down != old.down or new.runner != old.runner:
             with self._changed:
                 self._changed.notify_all()
+
+    def _answer(self, decision: Any, runner: str | None) -> Any:
+        """The decision as check() gives it: with the runner's liveness, and blocked when a
+        runner is required and none holds a live lease. Computed once per change, not per check."""
+        if decision is None:
+            return None
+        live = runner is not None
+        if self._require_runner and decision.allowed and not live:
+            return self._D(False, NO_RUNNER, decision.activation_count, decision.since,
+                           runner_live=False, holder=None)
+        return dataclasses.replace(decision, runner_live=live, holder=runner)
 
     def wait_change(self, timeout: float) -> Any:
         """Wait up to ``timeout`` seconds for news (a latch, a reset, a lost connection), then
@@ -214,14 +241,15 @@ class PGTradeGate:
         row = await cur.fetchone()
         now = time.monotonic()
         decision, seq = self._decide_row(row)
-        self._set(decision=decision, change_seq=seq, heard=now, down=None)
+        runner = row[-1] if row is not None and isinstance(row[-1], str) else None
+        self._set(decision=decision, change_seq=seq, heard=now, down=None, runner=runner)
         self._ready.set()
 
     def _decide_row(self, row: Any) -> tuple[Any, int]:
         if row is None:
             return self._D(False, "ESS state unavailable, trading blocked: the ESS state row "
                                 "is missing; restore the database from a backup"), -1
-        version, active, reason, since, count, _by, _at, seq = row
+        version, active, reason, since, count, _by, _at, seq, _runner = row
         try:
             found = int(version)
         except (TypeError, ValueError):
