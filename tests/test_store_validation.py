@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 
 from ess_tui.engine.store import StoreUnavailable
 from ess_tui.gate import TradeGate
+from ess_tui.store.schema import SCHEMA_VERSION
 from ess_tui.store.sqlite import SQLiteStore, init_database
 
 
@@ -212,7 +212,6 @@ def test_create_only_where_nothing_exists(tmp_path):
 
 def _v1_database(path: Path, audit_mode: str) -> None:
     """A database as ess-tui with schema 1 left it (WAL mode, one latch on record)."""
-    from ess_tui.engine import audit_chain
     from ess_tui.store import schema
 
     conn = sqlite3.connect(path, isolation_level=None)
@@ -244,7 +243,7 @@ async def test_a_schema_1_database_is_migrated_forward_not_reinitialised(tmp_pat
     finally:
         await store.close()
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     cols = {r[1] for r in conn.execute("PRAGMA table_info(lease)")}
     assert {"epoch", "beat", "ttl_sec"} <= cols
     conn.close()

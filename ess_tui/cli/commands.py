@@ -255,14 +255,8 @@ async def headless(settings: Settings) -> int:
 
     from ess_tui.runtime.assembly import Runtime
 
-    if settings.db_url is None and not os.path.lexists(settings.db_path):
-        # A runner starting creates its database where no file exists (never over one), whatever
-        # the store's default for ``create``.
-        store = _store(settings.db_target, create=True)
-        try:
-            await store.load_state()
-        finally:
-            await store.close()
+    # The runtime opens its store with create=True: a database is created only where no file
+    # exists, and only once the venue was accepted (a refused venue leaves nothing behind).
     runtime = await Runtime.build(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
