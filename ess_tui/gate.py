@@ -45,9 +45,11 @@ _STATE = (
     "SELECT active, reason, since, activation_count, last_reset_by, last_reset_at, change_seq, "
     "(SELECT data_version FROM pragma_data_version)"
 )
-_SQL_V2 = (_STATE + ", l.holder, l.epoch, l.beat, l.ttl_sec, l.expires_at FROM state s "
+_SQL_V2 = (_STATE + ", l.holder, l.epoch, l.beat, l.ttl_sec, l.expires_at, l.heartbeat_at FROM state s "
            f"LEFT JOIN lease l ON l.name = '{RUNNER_LEASE}' WHERE s.id = 1")
-_SQL_V1 = _STATE + ", NULL, NULL, NULL, NULL, NULL FROM state WHERE id = 1"
+_SQL_V1 = _STATE + ", NULL, NULL, NULL, NULL, NULL, NULL FROM state WHERE id = 1"
+#: The longest lease a gate believes (the config's own ceiling): a row claiming more is capped.
+_MAX_TTL_SEC = 600.0
 #: A directory whose mtime is this recent may still change within the same timestamp tick.
 _FRESH_NS = 2_000_000_000
 
@@ -118,7 +120,8 @@ class TradeGate:
     def __init__(self, db_path: str | os.PathLike[str], *, busy_timeout_sec: float = 0.1,
                  require_runner: bool = False) -> None:
         self._path = os.path.abspath(os.path.expanduser(os.fspath(db_path)))
-        self._dir = os.path.dirname(self._path)
+        # The folder the latch marker lives in: beside the real file, symlinks resolved once here.
+        self._dir = os.path.dirname(marker_path(self._path))
         self._uri = Path(self._path).as_uri() + "?mode=ro"
         self._timeout = float(busy_timeout_sec)
         self._require_runner = bool(require_runner)
@@ -211,22 +214,38 @@ class TradeGate:
         return self._decide(row, self._latch_marker())
 
     def _runner(self, row: tuple[object, ...]) -> tuple[bool, str | None]:
-        """Whether the lease's holder is alive: its beat moved within its ttl on *our* clock."""
-        holder, epoch, beat, ttl, expires = row[8], row[9], row[10], row[11], row[12]
+        """Whether the lease's holder is alive: its beat moved within its ttl on *our* clock.
+
+        On first sight (a gate built for one check) the row is all there is: it counts as live
+        only if its last renewal is within its ttl of our wall clock and its expiry is no further
+        than one ttl past that renewal. A dead holder whose clock ran an hour ahead, or a row
+        edited to expire next week, never reads live; a live holder on a skewed clock reads
+        not-live until the beat is seen to move (blocked with ``require_runner``: fail closed)."""
+        holder, epoch, beat, ttl, expires, renewed = (row[8], row[9], row[10], row[11], row[12],
+                                                      row[13])
         if not isinstance(holder, str) or not holder:
             return False, None
+        limit = float(ttl) if isinstance(ttl, (int, float)) and ttl > 0 else 5.0
+        limit = min(limit, _MAX_TTL_SEC)
         key = (holder, epoch, beat)
         now = time.monotonic()
         seen = self._beat
         if seen is None or seen[0] != key:
-            if seen is None:  # first sight: the stored expiry is the best guess there is
-                until = _parse_time(expires)
-                alive = until is not None and until > datetime.now(timezone.utc)
+            if seen is None:
+                alive = self._plausibly_live(expires, renewed, limit)
             else:
                 alive = True  # we saw the beat move
             self._beat = seen = (key, now, alive)
-        limit = float(ttl) if isinstance(ttl, (int, float)) and ttl > 0 else 5.0
         return seen[2] and now - seen[1] < limit, holder
+
+    @staticmethod
+    def _plausibly_live(expires: object, renewed: object, ttl: float) -> bool:
+        until, last = _parse_time(expires), _parse_time(renewed)
+        if until is None or last is None:
+            return False
+        wall = datetime.now(timezone.utc)
+        age = (wall - last).total_seconds()
+        return -1.0 <= age < ttl and until > wall and (until - last).total_seconds() <= ttl + 1.0
 
     def _decide(self, row: tuple[object, ...], marker: LatchMarker | None) -> GateDecision:
         active, reason, since, count = row[0], row[1], row[2], row[3]

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ess_tui.gate import TradeGate
 from ess_tui.store.sqlite import SQLiteStore
 
@@ -109,19 +111,30 @@ asyncio.run(main())
 """
 
 
-def test_a_held_write_lock_still_blocks_every_gate_within_a_second(tmp_path):
+@pytest.mark.parametrize("route", ["same path", "gate via a symlink", "latch via a symlink",
+                                   "gate via a symlinked folder"])
+def test_a_held_write_lock_still_blocks_every_gate_within_a_second(tmp_path, route):
+    """The second channel holds whatever path each side reaches the file by (a symlink made the
+    gate miss the marker before it was keyed on the real file)."""
     db = tmp_path / "ess.db"
     asyncio.run(_fresh(db))
+    (tmp_path / "other").mkdir()
+    link = tmp_path / "other" / "link.db"
+    link.symlink_to(db)
+    (tmp_path / "folder-link").symlink_to(tmp_path, target_is_directory=True)
+    gate_path = {"gate via a symlink": link,
+                 "gate via a symlinked folder": tmp_path / "folder-link" / "ess.db"}.get(route, db)
+    latch_path = link if route == "latch via a symlink" else db
     locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
-    gates = [subprocess.Popen([sys.executable, "-c", GATE_WATCH, str(db)],
+    gates = [subprocess.Popen([sys.executable, "-c", GATE_WATCH, str(gate_path)],
                               stdout=subprocess.PIPE, text=True) for _ in range(2)]
     activate = None
     try:
         assert locker.stdout.readline().strip() == "locked"
         for g in gates:
             assert g.stdout.readline().strip() == "armed"
-        activate = subprocess.Popen([sys.executable, "-c", ACTIVATE, str(db)],
+        activate = subprocess.Popen([sys.executable, "-c", ACTIVATE, str(latch_path)],
                                     stdout=subprocess.PIPE, text=True)
         started = float(activate.stdout.readline())
         for g in gates:

@@ -175,3 +175,41 @@ async def _fresh(db: Path) -> None:
     store = SQLiteStore(db, audit_key=None)
     await store.load_state()
     await store.close()
+
+
+FRESH_GATE = """
+import sys
+from ess_tui.gate import TradeGate
+d = TradeGate(sys.argv[1], require_runner=True).check()
+print(d.allowed, d.runner_live)
+"""
+
+
+@pytest.mark.parametrize("tamper", ["expiry an hour ahead", "ttl a day long", "renewed long ago"])
+def test_a_fresh_gate_never_takes_a_dead_runner_for_a_live_one(db, tamper):
+    """A gate built for one check (an order script's) sees the lease row once: a dead holder whose
+    clock ran ahead, a row claiming a huge ttl, or a renewal long past never reads live."""
+    import sqlite3
+
+    asyncio.run(_fresh(db))
+    runner = subprocess.Popen([sys.executable, "-c", HOLDER, str(db), str(TTL)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert runner.stdout.readline().strip() == "beat"
+    finally:
+        runner.kill()
+        runner.wait(timeout=10)
+    now = utcnow()
+    change = {
+        "expiry an hour ahead": ("expires_at", (now + HOUR).isoformat()),
+        "ttl a day long": ("ttl_sec", 86_400.0),
+        "renewed long ago": ("heartbeat_at", (now - HOUR).isoformat()),
+    }[tamper]
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE lease SET {change[0]} = ?", (change[1],))
+        if tamper == "ttl a day long":
+            conn.execute("UPDATE lease SET expires_at = ?", ((now + HOUR).isoformat(),))
+    time.sleep(TTL + 0.2)
+    out = subprocess.run([sys.executable, "-c", FRESH_GATE, str(db)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.split() == ["False", "False"], (out.stdout, out.stderr)

@@ -42,7 +42,9 @@ class LatchMarker:
 
 
 def marker_path(db_path: str) -> str:
-    return db_path + SUFFIX
+    """The marker beside the database's *real* file: a gate and a latch that reach one file by
+    different paths (a symlink, a symlinked folder, ``..``) must find the same marker."""
+    return os.path.realpath(db_path) + SUFFIX
 
 
 def _fsync_dir(path: str) -> None:
