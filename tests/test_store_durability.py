@@ -250,3 +250,35 @@ async def test_a_latch_in_flight_elsewhere_is_not_completed_by_a_reader(tmp_path
         assert [r.action for r in await reader.read_audit()] == ["activate"]
     finally:
         await reader.close()
+
+
+def test_a_latch_against_an_unreadable_database_blocks_and_survives_a_restore(tmp_path):
+    """`activate` on a file that cannot be read (0 bytes) cannot make the latch durable, but every
+    gate must block anyway; restoring an armed backup over it must not quietly allow trading: the
+    next opener latches it durably, and only an audited reset clears it."""
+    import shutil
+
+    good = tmp_path / "backup.db"
+    asyncio.run(_fresh(good))
+    db = tmp_path / "ess.db"
+    db.write_bytes(b"")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ess_tui", *args, "--db", str(db)],
+                              capture_output=True, text=True, timeout=120)
+
+    done = cli("activate", "--reason", "desk halt while the db is broken", "--by", "ops")
+    assert done.returncode == 1, done.stderr
+    assert db.read_bytes() == b""  # nothing initialised over it
+    assert not TradeGate(db).check().allowed
+    shutil.copyfile(good, db)  # the operator restores last night's (armed) backup
+    decision = TradeGate(db).check()
+    assert not decision.allowed and "desk halt while the db is broken" in decision.reason
+    status = cli("status")
+    assert status.returncode == 3, status.stdout + status.stderr
+    assert "desk halt while the db is broken" in status.stdout
+    assert not TradeGate(db).check().allowed
+    reset = cli("reset", "--by", "ops", "--yes", "--override", "restored from backup, checked flat")
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    assert TradeGate(db).check().allowed
+    assert cli("status").returncode == 0

@@ -32,6 +32,9 @@ class LatchMarker:
     activation: int | None
     reason: str
     at: str | None = None
+    #: Written by a latch that could not read the database (which activation it is, is not
+    #: known): it blocks until an opener that can read the database latches it durably.
+    unknown: bool = False
 
     def covered_by(self, active: bool, activation_count: int) -> bool:
         """True when the database shows this latch reset (or superseded by a later activation)."""
@@ -55,7 +58,7 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_marker(db_path: str, activation: int, reason: str, at: datetime) -> int:
+def write_marker(db_path: str, activation: int | None, reason: str, at: datetime) -> int:
     """Write the marker atomically (temp file, fsync, rename, fsync the directory).
 
     Returns an open descriptor holding an exclusive ``flock`` on the marker: while it is held
@@ -63,8 +66,9 @@ def write_marker(db_path: str, activation: int, reason: str, at: datetime) -> in
     Close it (:func:`release`) once the transaction committed or failed."""
     final = marker_path(db_path)
     tmp = f"{final}.{os.getpid()}.tmp"
-    body = json.dumps({"activation": int(activation), "reason": reason[:2000],
-                       "at": at.isoformat()}, sort_keys=True).encode("utf-8")
+    body = json.dumps({"activation": None if activation is None else int(activation),
+                       "reason": reason[:2000], "at": at.isoformat()},
+                      sort_keys=True).encode("utf-8")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # the lock follows the file through the rename
@@ -112,14 +116,16 @@ def read_marker(db_path: str) -> LatchMarker | None:
     try:
         data = json.loads(raw.decode("utf-8"))
         activation = data["activation"]
-        if type(activation) is not int or activation < 1:
+        unknown = activation is None
+        if not unknown and (type(activation) is not int or activation < 1):
             raise ValueError(activation)
         reason = data.get("reason")
         at = data.get("at")
         if isinstance(reason, str):  # anyone may write this file: no control characters
             reason = "".join(ch if ch.isprintable() else " " for ch in reason[:500]).strip()
         return LatchMarker(activation, reason if isinstance(reason, str) and reason
-                           else "(no reason recorded)", at if isinstance(at, str) else None)
+                           else "(no reason recorded)", at if isinstance(at, str) else None,
+                           unknown)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         return LatchMarker(None, f"latch marker {path} is unreadable: remove it only after "
                                  "checking that the ESS is reset")

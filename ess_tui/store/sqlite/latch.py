@@ -16,6 +16,7 @@ from ess_tui.engine.store import (
     NotLatchedError,
     ResetGuard,
     StaleResetError,
+    StoreError,
     StoreUnavailable,
     entry_actor,
     entry_at,
@@ -61,8 +62,10 @@ class LatchMixin(StoreCore):
         pending = markers.read_marker(self._path)
         if pending is None or pending.covered_by(state.active, state.activation_count):
             return state
-        if pending.activation is None:
+        if pending.activation is None and not pending.unknown:
             raise StoreUnavailable(pending.reason)
+        if pending.unknown:
+            return self._latch_unknown(conn, state, pending)
         if state.active:
             return state
         at = u.parse_time(pending.at) if pending.at else None
@@ -88,6 +91,34 @@ class LatchMixin(StoreCore):
         except sqlite3.Error as exc:
             log.error("cannot make the marked latch durable yet: %s", exc)
             return marked
+        finally:
+            markers.release(claim)
+
+    def _latch_unknown(self, conn: sqlite3.Connection, state: EmergencyState,
+                       pending: markers.LatchMarker) -> EmergencyState:
+        """A latch asked for while this database could not be read (0 bytes, corrupt, not ours)
+        left a marker naming no activation. Now that the database reads, latch it durably (an
+        extra trigger if it is latched already) and re-point the marker at that activation, so
+        that only an audited reset of it clears the marker. A database restored from a backup
+        therefore comes back latched, not armed."""
+        claim = markers.claim_marker(self._path)
+        if claim is None:
+            raise StoreUnavailable(f"ESS latched while the database could not be read: "
+                                   f"{pending.reason} (the latch is being made durable)")
+        try:
+            at = u.parse_time(pending.at) if pending.at else None
+            log.critical("latch marker %s holds a latch asked for while the database could not "
+                         "be read (%s): latching it durably now", markers.marker_path(self._path),
+                         pending.reason)
+            result = self._latch_txn(conn, pending.reason, at=entry_at(at),
+                                     actor="ess (latch marker)",
+                                     details={"from_latch_marker": True, "store_was_unreadable": True},
+                                     at_least=0)
+            now = result.state
+            markers.release(markers.write_marker(self._path, now.activation_count,
+                                                 now.reason or pending.reason,
+                                                 now.timestamp or entry_at(at)))
+            return now
         finally:
             markers.release(claim)
 
@@ -172,8 +203,25 @@ class LatchMixin(StoreCore):
         when = entry_at(at)
         why = clean_text(reason) or "(no reason given)"
         who = entry_actor(actor)
-        return await self._run(
-            lambda conn: self._latch_now(conn, why, at=when, actor=who, details=details))
+        try:
+            return await self._run(
+                lambda conn: self._latch_now(conn, why, at=when, actor=who, details=details))
+        except StoreError:
+            # The database cannot be read or written: the latch must still block every gate.
+            # A marker naming no activation does, until a readable database holds the latch.
+            self._mark_unknown(why, when)
+            raise
+
+    def _mark_unknown(self, why: str, when: datetime) -> None:
+        existing = markers.read_marker(self._path)
+        if existing is not None and (existing.unknown or existing.activation is not None):
+            return  # a latch is already marked: it blocks, and keeps its reason
+        try:
+            markers.release(markers.write_marker(self._path, None, why, when))
+            log.critical("the ESS database %s cannot be read or written: latched through the "
+                         "latch marker alone (every gate blocks)", self._path)
+        except OSError as exc:
+            log.error("cannot write the latch marker beside %s: %s", self._path, exc)
 
     # --- resetting ---------------------------------------------------------------------------
 
