@@ -118,13 +118,15 @@ class TestManualStop:
         assert not state.active
         assert not [r for r in rows if r.action in ("activate", "extra_trigger")]
 
-    async def test_stop_latches_durably_before_the_modal_closes(self, tmp_path: Path) -> None:
+    async def test_stop_latches_durably_before_the_banner_says_latched(self, tmp_path: Path) -> None:
         app = make_app(tmp_path)
         async with app.run_test(size=SIZE) as pilot:
             await open_stop(pilot, "fat finger on ETH")
             await pilot.press("S", "T", "O", "P", "enter")
+            # The modal closes with the reason; the app latches, and only a durable latch
+            # finishes the stop.
             await until(pilot, lambda: not isinstance(app.screen, StopModal))
-            # The modal is closed: the latch must already be in the database.
+            await until(pilot, lambda: not app._latching and app.host.view().state.active)
             state, rows = await stored(tmp_path / "ess.db")
             assert state.active and state.reason == "fat finger on ETH"
             activate = [r for r in rows if r.action == "activate"]

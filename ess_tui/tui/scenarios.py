@@ -25,7 +25,9 @@ from ess_tui.engine.state import (
 from ess_tui.engine.store import AuditRecord, AuditVerification, NotLatchedError
 from ess_tui.engine.venue import Order, Position
 from ess_tui.tui import messages
-from ess_tui.tui.engine_host import DRILLS, EngineHost, EngineView, VenueView
+from ess_tui.runtime.drills import DRILLS
+from ess_tui.runtime.panel import VenueSnapshot
+from ess_tui.tui.engine_host import EngineHost, EngineView
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -127,12 +129,12 @@ class ScenarioHost(EngineHost):
                                         venue_calls=12)
             self._audit(LATCHED_AT + timedelta(seconds=1), "flattened", "ess", None,
                         {"orders_canceled": 7, "positions_closed": 4, "flat": True, "attempts": 1})
-            self.venue = VenueView("paper", (), (), 87_960.12, True, None, NOW)
+            self.venue = VenueSnapshot("paper", (), (), 87_960.12, NOW)
         else:
             self.state = EmergencyState(ESSStatus.INACTIVE, None, None, 1, "maria",
                                         LATCHED_AT - timedelta(days=1, hours=2))
             equity = 95_800.0 if world == "armed" else 91_400.0
-            self.venue = VenueView("paper", positions, orders, equity, False, None, NOW)
+            self.venue = VenueSnapshot("paper", positions, orders, equity, NOW)
 
     def _audit(self, at: datetime, action: str, actor: str, reason: str | None,
                details: dict[str, Any] | None = None) -> None:
@@ -168,16 +170,18 @@ class ScenarioHost(EngineHost):
                 self._app.post_message(messages.Latched(self.state, True))
         return self.state
 
-    async def check_reset(self, operator: str, *, approver: str | None, override: str | None,
-                          venue_flat: bool | None) -> dict[str, Any]:
-        return {"via": "control-room", **({"approver": approver} if approver else {})}
-
-    async def reset(self, reset_by: str, note: str | None, details: dict[str, Any]) -> EmergencyState:
+    async def reset(
+        self, reset_by: str, note: str | None, *, approver: str | None = None,
+        override: str | None = None, expected_activation: int | None = None,
+        venue_flat: bool | None = None, details: dict[str, Any] | None = None,
+    ) -> EmergencyState:
         if not self.state.active:
             raise NotLatchedError("the ESS is not latched")
         self.state = replace(self.state, status=ESSStatus.INACTIVE, reason=None,
                              last_reset_by=reset_by, last_reset_at=NOW)
-        self._audit(NOW, "reset", reset_by, note, details)
+        self._audit(NOW, "reset", reset_by, note, {
+            **(details or {}), "via": "tui", **({"approver": approver} if approver else {}),
+            **({"override": override} if override else {})})
         if self._app is not None:
             self._app.post_message(messages.Reset(self.state, reset_by, note))
         return self.state
@@ -192,7 +196,7 @@ class ScenarioHost(EngineHost):
     async def verify_audit(self) -> AuditVerification:
         return AuditVerification(ok=True, rows=len(self.audit_rows))
 
-    async def venue_view(self) -> VenueView:
+    async def venue_view(self) -> VenueSnapshot:
         return self.venue
 
     async def drill(self, name: str, actor: str | None = None) -> str:

@@ -8,7 +8,8 @@
 (e) ``RESET`` typed in full.
 
 The reset policy (``[reset]`` in ess.toml: who may reset, two-person rule, flat-or-override) is
-checked by :func:`ess_tui.engine.reset_policy.check_reset_allowed`, which audits refusals.
+enforced by the engine's ``controller.reset``, which audits refusals: this screen only collects the
+operator's input and passes it on.
 """
 
 from __future__ import annotations
@@ -26,52 +27,17 @@ from textual.widgets import Button, Checkbox, ContentSwitcher, Footer, Input, La
 
 from ess_tui.engine.controller import os_user
 from ess_tui.engine.state import EmergencyState, clean_text
-from ess_tui.engine.store import AuditRecord, NotLatchedError
+from ess_tui.engine.store import NotLatchedError
 from ess_tui.tui import format as fmt
+from ess_tui.tui.base import host as host_of
 from ess_tui.tui.engine_host import LiveCheck
-
-CONFIRM_WORD = "RESET"
-
-STEPS: tuple[tuple[str, str], ...] = (
-    ("review", "What happened"),
-    ("checks", "Live checks"),
-    ("attest", "Attestation"),
-    ("operator", "Operator"),
-    ("confirm", "Confirm"),
+from ess_tui.tui.screens.reset_parts import (
+    ATTESTATIONS,
+    CONFIRM_WORD,
+    STEPS,
+    activation_timeline,
+    describe_row,
 )
-
-ATTESTATIONS: tuple[tuple[str, str], ...] = (
-    ("root_cause", "I found the root cause of this activation"),
-    ("fix_in_place", "A fix (or a decision not to fix, with reason) is in place"),
-    ("paper_checked", "I checked the fix on paper before resuming live trading"),
-)
-
-
-def activation_timeline(rows: list[AuditRecord]) -> list[AuditRecord]:
-    """Audit rows of the current activation, oldest first (from the newest ``activate`` row on)."""
-    timeline: list[AuditRecord] = []
-    for row in rows:  # newest first
-        timeline.append(row)
-        if row.action in ("activate", "latch", "latched"):
-            break
-    return list(reversed(timeline))
-
-
-def describe_row(row: AuditRecord) -> str:
-    """One line for an audit row: its reason, or its most telling details."""
-    if row.reason:
-        return row.reason
-    d = row.details or {}
-    if "orders_canceled" in d or "positions_closed" in d:
-        flat = {True: "flat", False: "NOT flat", None: "flat unknown"}.get(d.get("flat"), "")
-        return (f"cancelled {d.get('orders_canceled', 0)} orders, closed "
-                f"{d.get('positions_closed', 0)} positions, {flat}")
-    if "step" in d:
-        return f"step {d['step']}"
-    if "drill" in d:
-        return f"drill {d['drill']}"
-    return ", ".join(f"{k}={v}" for k, v in list(d.items())[:3])
-
 
 class ResetScreen(Screen[EmergencyState | None]):
     """The guided reset. Dismisses with the armed state after a reset, or None if abandoned."""
@@ -164,7 +130,7 @@ class ResetScreen(Screen[EmergencyState | None]):
         self.query_one("#operator-name", Input).value = self.actor
         for field in self.query(Input):
             field.cursor_blink = self._blink
-        two_person = bool(getattr(self.app.host, "two_person", False))  # type: ignore[attr-defined]
+        two_person = host_of(self).two_person
         self.query_one("#approver-label").display = two_person
         self.query_one("#approver").display = two_person
         self._show_step()
@@ -202,7 +168,7 @@ class ResetScreen(Screen[EmergencyState | None]):
 
     @work(group="reset-load")
     async def _start(self) -> None:
-        host = self.app.host  # type: ignore[attr-defined]
+        host = host_of(self)
         state = self.state
         self.query_one("#review-summary", Static).update(Text.assemble(
             ("Reason: ", "bold"), state.reason or "—", "\n",
@@ -246,7 +212,7 @@ class ResetScreen(Screen[EmergencyState | None]):
         await box.remove_children()
         await box.mount(Static("Running checks…"))
         try:
-            self.checks = await self.app.host.live_checks()  # type: ignore[attr-defined]
+            self.checks = await host_of(self).live_checks()
         except Exception as exc:  # noqa: BLE001 - a check that cannot run has failed
             self.checks = [LiveCheck("Checks", False, f"could not run: {exc}")]
         lines = []
@@ -339,8 +305,7 @@ class ResetScreen(Screen[EmergencyState | None]):
         self._busy = True
         try:
             operator = clean_text(self.query_one("#operator-name", Input).value, limit=120)
-            await self.app.host.audit("reset_step", operator or self.actor,  # type: ignore[attr-defined]
-                                      details=details)
+            await host_of(self).audit("reset_step", operator or self.actor, details=details)
         except Exception as exc:  # noqa: BLE001
             self._error(f"could not write the audit trail: {exc}; the reset cannot go on")
             return
@@ -372,7 +337,7 @@ class ResetScreen(Screen[EmergencyState | None]):
         if self._busy:
             return
         self._busy = True
-        host = self.app.host  # type: ignore[attr-defined]
+        host = host_of(self)
         operator = clean_text(self.query_one("#operator-name", Input).value, limit=120)
         note = clean_text(self.query_one("#operator-note", Input).value) or None
         approver = clean_text(self.query_one("#approver", Input).value, limit=120) or None
@@ -380,21 +345,19 @@ class ResetScreen(Screen[EmergencyState | None]):
         venue_ok = next((c.ok for c in self.checks if c.name == "Venue flat"), None)
         self.query_one("#reset-go", Button).disabled = True
         try:
-            policy = await host.check_reset(
-                operator, approver=approver if self.query_one("#approver").display else None,
-                override=override if self.failed_checks else None, venue_flat=venue_ok,
-            )
             details: dict[str, Any] = {
-                **policy,
-                "via": "control-room",
                 "checks": {c.name: c.ok for c in self.checks},
                 "attested": [key for key, _ in ATTESTATIONS],
                 # the activation this operator reviewed: a newer one is never reset unseen
                 "reviewed_activation": self.state.activation_count,
             }
-            if override and self.failed_checks:
-                details["override"] = override
-            state = await host.reset(operator, note, details)
+            state = await host.reset(
+                operator, note,
+                approver=approver if self.query_one("#approver").display else None,
+                override=override if self.failed_checks else None,
+                expected_activation=self.state.activation_count,
+                venue_flat=venue_ok, details=details,
+            )
         except NotLatchedError:
             self.app.notify("The ESS is not latched any more (reset elsewhere).", title="Nothing to reset")
             self.dismiss(None)
@@ -416,7 +379,7 @@ class ResetScreen(Screen[EmergencyState | None]):
             return
         self._busy = True
         try:
-            await self.app.host.audit(  # type: ignore[attr-defined]
+            await host_of(self).audit(
                 "reset_abandoned", self.actor, reason=why, details={"step": self.step_name},
             )
         except Exception as exc:  # noqa: BLE001 - leaving is always allowed; say it was not recorded

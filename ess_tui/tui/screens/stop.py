@@ -1,16 +1,15 @@
 """The manual stop: a modal that asks for a reason and for ``STOP`` typed in full.
 
 Anything but exactly ``STOP`` cannot confirm; Escape cancels and nothing is written. On confirm the
-modal waits until the latch is durable (the engine returns only then), and closes with the state.
+modal closes with the reason and the app latches (see ``ControlRoomApp._after_stop``): the modal
+never calls the engine itself.
 """
 
 from __future__ import annotations
 
-import asyncio
-
 from typing import ClassVar
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -18,13 +17,13 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from ess_tui.engine.controller import os_user
-from ess_tui.engine.state import EmergencyState, clean_text
+from ess_tui.engine.state import clean_text
 
 CONFIRM_WORD = "STOP"
 
 
-class StopModal(ModalScreen[EmergencyState | None]):
-    """Fire the emergency stop by hand. Dismisses with the durable state, or None if cancelled."""
+class StopModal(ModalScreen[str | None]):
+    """Fire the emergency stop by hand. Dismisses with the reason, or None if cancelled."""
 
     DEFAULT_CSS = """
     StopModal { align: center middle; background: $background 60%; }
@@ -106,42 +105,10 @@ class StopModal(ModalScreen[EmergencyState | None]):
         if confirm != CONFIRM_WORD:
             error.update(f"Type {CONFIRM_WORD} exactly (capitals, nothing else) to confirm.")
             return
-        self._latch(reason)
+        self._busy = True
+        self.dismiss(reason)
 
     @on(Button.Pressed, "#stop-cancel-button")
     def action_cancel(self) -> None:
         if not self._busy:
             self.dismiss(None)
-
-    @property
-    def latching(self) -> bool:
-        """True from Enter until the latch is durable (or refused)."""
-        return self._busy
-
-    @work(exclusive=True, group="manual-stop")
-    async def _latch(self, reason: str) -> None:
-        self._busy = True
-        # Hand the stop to the engine before touching the screen: the latch must not wait for
-        # a redraw. The task runs up to its hand-over at the sleep(0) below.
-        stopping = asyncio.ensure_future(
-            self.app.host.manual_stop(reason, self.actor)  # type: ignore[attr-defined]
-        )
-        await asyncio.sleep(0)
-        self.query_one("#stop-go", Button).disabled = True
-        for field in self.query(Input):
-            field.disabled = True
-        self.query_one("#stop-status", Static).update("Latching… (waiting until the latch is durable)")
-        try:
-            state = await stopping
-        except Exception as exc:  # noqa: BLE001 - the operator must see it and try again
-            self._busy = False
-            for field in self.query(Input):
-                field.disabled = False
-            self.query_one("#stop-error", Static).update(
-                f"The stop could NOT be recorded: {type(exc).__name__}: {exc}. "
-                "Try again; if it keeps failing, use `ess-tui activate` or stop trading at the venue."
-            )
-            self.query_one("#stop-status", Static).update("Not latched.")
-            self.query_one("#stop-go", Button).disabled = not self._can_confirm()
-            return
-        self.dismiss(state)

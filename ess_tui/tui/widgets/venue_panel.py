@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Static
 
 from ess_tui.engine.state import FlattenReport
 from ess_tui.tui import format as fmt
-from ess_tui.tui.engine_host import VenueView
+from ess_tui.runtime.panel import VenueSnapshot
 
 
 class VenuePanel(Vertical):
@@ -50,7 +50,7 @@ class VenuePanel(Vertical):
         table.add_column(Text("Size", justify="right"), key="size", width=8)
         table.add_column(Text("Notional", justify="right"), key="notional", width=11)
 
-    def show_venue(self, view: VenueView) -> None:
+    def show_venue(self, view: VenueSnapshot) -> None:
         """Redraw positions and orders."""
         self.border_title = f"Venue · {view.venue}"
         table = self.query_one(DataTable)
