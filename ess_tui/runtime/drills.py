@@ -30,7 +30,7 @@ DRILL_TABLE: tuple[Drill, ...] = (
     Drill("garbage_tick", "3", "the feed delivers a garbage tick"),
     Drill("sl_burst", "4", "a burst of stop-loss hits"),
     Drill("sick_health", "5", "the system health signal turns critical"),
-    Drill("recover", "0", "the simulated world goes back to normal"),
+    Drill("recover", "0", "the whole simulated world back to normal, account included"),
 )
 
 #: Drill name → what it does.
@@ -63,5 +63,10 @@ async def run_drill(runtime: Runtime, name: str, actor: str | None = None) -> st
         paper.drill_recover_feed()
         runtime.health.clear_force()
         runtime.feed.clear()
+        # The account too: the loss and drawdown are measured from current equity again, and the
+        # stop-loss hits of the rehearsal no longer count (each an audited re-baseline), so the
+        # rehearsal can end armed instead of re-latching the moment it is reset.
+        await runtime.rebaseline("loss", actor or runtime.actor, f"drill recover: {what}")
+        await runtime.rebaseline("sl_window", actor or runtime.actor, f"drill recover: {what}")
     runtime.system.wake()
     return what

@@ -37,6 +37,8 @@ from ess_tui.tui.screens.help import HelpScreen
 from ess_tui.tui.screens.reset import ResetScreen
 from ess_tui.tui.screens.stop import StopModal
 from ess_tui.tui.widgets.banner import Banner
+from ess_tui.tui.widgets.venue_panel import one_line as venue_line
+from ess_tui.runtime.panel import VenueSnapshot
 from ess_tui.tui.themes import (
     CSS_VARIABLE_DEFAULTS,
     ThemeMemory,
@@ -65,6 +67,8 @@ class ControlRoomApp(EngineEvents, App[int]):
         Binding("question_mark,f1", "help", "Help", id="help", tooltip="Keys and drills"),
         Binding("ctrl+t", "change_theme", "Theme", id="theme", show=False,
                 tooltip="Choose a theme (remembered)"),
+        Binding("l", "toggle_log", "Log", id="log", show=False,
+                tooltip="Narrow terminal: the event log in place of the gauges, and back"),
         Binding("q", "quit", "Quit", id="quit", tooltip="Close the control room"),
         *drill_bindings(),
     ]
@@ -109,6 +113,8 @@ class ControlRoomApp(EngineEvents, App[int]):
         if self.applied_keymap:
             self.set_keymap(self.applied_keymap)
         self._latching = False
+        self._venue: VenueSnapshot | None = None
+        self._flat_at: datetime | None = None
         self._last_key: tuple[Any, ...] | None = None
         self._last_version = -1
         self._bands: dict[str, Band] = {}
@@ -152,7 +158,7 @@ class ControlRoomApp(EngineEvents, App[int]):
                          display=self.get_key_display)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if False and action in DASHBOARD_ONLY and not isinstance(self.screen, DashboardScreen):
+        if action in DASHBOARD_ONLY and not isinstance(self.screen, DashboardScreen):
             return None  # inert in modals and the reset wizard; only STOP works everywhere
         if action == "reset":
             view = self.host.view()
@@ -220,7 +226,10 @@ class ControlRoomApp(EngineEvents, App[int]):
         if not board.is_mounted or not board.query(Banner):
             return  # still composing: the next tick draws it
         self._observe(view, now)
-        board.banner.show(view, now, venue=self.host.venue_name, triggers=len(view.evaluations))
+        read_at = None if self._venue is None else self._venue.taken_at
+        confirmed = self._flat_at is None or (read_at is not None and read_at >= self._flat_at)
+        board.banner.show(view, now, venue=self.host.venue_name, triggers=len(view.evaluations),
+                          venue_confirmed=confirmed)
         if view.version != self._last_version:
             self._last_version = view.version
             board.gauges.show(view.evaluations, now)
@@ -228,6 +237,8 @@ class ControlRoomApp(EngineEvents, App[int]):
         elif not self.frozen:
             board.gauges.tick(now)
         board.venue.show_flatten(view.state.active, view.flattening, view.last_report, self._progress)
+        if board.narrow:
+            self._draw_venue_line()
 
     # --- polling ---------------------------------------------------------------------------------
 
@@ -245,18 +256,26 @@ class ControlRoomApp(EngineEvents, App[int]):
         self._tick()
 
     @work(group="venue-poll", exit_on_error=False)
-    async def _poll_venue(self) -> None:
-        if self._venue_busy or not self._engine_ready:
+    async def _poll_venue(self, fresh: bool = False) -> None:
+        """Redraw the venue panel; ``fresh`` reads the venue now instead of the last poll."""
+        if (self._venue_busy and not fresh) or not self._engine_ready:
             return
         self._venue_busy = True
         try:
-            view = await self.host.venue_view()
+            view = await self.host.venue_view(fresh=fresh)
         except Exception as exc:  # noqa: BLE001
             log.debug("venue read failed: %s", exc)
             return
         finally:
             self._venue_busy = False
+        self._venue = view
         self.dashboard.venue.show_venue(view)
+        self._draw_venue_line()
+
+    def _draw_venue_line(self) -> None:
+        view = self.host.view()
+        self.dashboard.venue_line.update(venue_line(
+            self._venue, view.latched, view.flattening, view.last_report))
 
     # --- actions ---------------------------------------------------------------------------------
 
@@ -309,6 +328,9 @@ class ControlRoomApp(EngineEvents, App[int]):
     def _after_reset(self, state: EmergencyState | None) -> None:
         self._tick()
         self._poll_venue()
+
+    def action_toggle_log(self) -> None:
+        self.dashboard.toggle_log()
 
     def action_audit(self) -> None:
         if not isinstance(self.screen, AuditScreen):

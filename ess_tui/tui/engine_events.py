@@ -38,10 +38,11 @@ class EngineEvents(_Base):
         _progress: str | None
         _engine_ready: bool
         _latching: bool
+        _flat_at: datetime | None
 
         def log_event(self, at: datetime, kind: str, message: str) -> None: ...
         def _tick(self) -> None: ...
-        def _poll_venue(self) -> None: ...
+        def _poll_venue(self, fresh: bool = False) -> None: ...
 
     def _observe(self, view: EngineView, now: datetime) -> None:
         """Notice a change of latch state: log it; on a latch, ring the bell and raise a toast."""
@@ -131,8 +132,11 @@ class EngineEvents(_Base):
                            f"NOT flat after {report.attempts} attempts: {done}; still open: {still}; "
                            f"last error: {report.last_error or '—'}")
             self.notify(f"Still open: {still}", title="Venue NOT flat", severity="error", timeout=12)
+        # The banner waits for a book read after this moment before it says "venue flat", and
+        # the panel is re-read now: banner and panel never disagree.
+        self._flat_at = message.at
         self._tick()
-        self._poll_venue()
+        self._poll_venue(fresh=True)
 
     def on_engine_warning(self, message: messages.EngineWarning) -> None:
         event = message.event

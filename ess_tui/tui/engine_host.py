@@ -109,7 +109,8 @@ class EngineHost:
     async def verify_audit(self) -> AuditVerification:
         raise NotImplementedError
 
-    async def venue_view(self) -> VenueSnapshot:
+    async def venue_view(self, fresh: bool = False) -> VenueSnapshot:
+        """The book as last polled; ``fresh`` reads the venue now."""
         raise NotImplementedError
 
     async def refresh(self) -> None:
@@ -153,7 +154,7 @@ def compute_live_checks(
             detail = "; ".join(f"{e.name}: {e.error or e.reason or e.reading}" for e in hot)
             checks.append(LiveCheck(
                 "Triggers below limit", False,
-                detail,
+                f"would fire again the moment the ESS is armed — {detail}",
                 refires=tuple(e.name for e in hot),
             ))
         else:

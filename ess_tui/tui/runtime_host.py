@@ -288,9 +288,11 @@ class RuntimeHost(EngineHost):
     async def verify_audit(self) -> AuditVerification:
         return await self._call(lambda: self.runtime.store.verify_audit())
 
-    async def venue_view(self) -> VenueSnapshot:
+    async def venue_view(self, fresh: bool = False) -> VenueSnapshot:
         async def read() -> VenueSnapshot:
             try:
+                if fresh:
+                    await self.runtime.refresh_book()
                 data = await maybe_await(self.runtime.venue_snapshot())
             except Exception as exc:  # noqa: BLE001 - shown in the panel
                 return VenueSnapshot(venue=self.venue_name, error=f"{type(exc).__name__}: {exc}",

@@ -111,6 +111,7 @@ class ScenarioHost(EngineHost):
         self.two_person = two_person
         self._app: App[Any] | None = None
         self.evaluations = evaluations(world)
+        self.version = 1
         positions, orders = demo_book()
         self.audit_rows: list[AuditRecord] = []
         self._audit(LATCHED_AT - timedelta(days=1, hours=3), "activate", "ess",
@@ -158,8 +159,22 @@ class ScenarioHost(EngineHost):
             app.post_message(messages.FlattenDone(self.report, LATCHED_AT + timedelta(seconds=1)))
 
     def view(self) -> EngineView:
-        return EngineView(state=self.state, evaluations=self.evaluations, version=1,
+        return EngineView(state=self.state, evaluations=self.evaluations, version=self.version,
                           last_report=self.report)
+
+    async def rebaseline(self, kind: str, actor: str, reason: str) -> dict[str, Any]:
+        if kind == "loss":
+            details: dict[str, Any] = {
+                "kind": kind, "old": {"day_start_equity": 100_000.0, "peak_equity": 102_400.0},
+                "new": {"day_start_equity": 87_960.12, "peak_equity": 87_960.12}}
+            self.evaluations = tuple(
+                _ev("Drawdown", 0.0, "daily PnL 0.00% of -10.00% · drawdown 0.00% of 25.00%")
+                if e.name == "Drawdown" else e for e in self.evaluations)
+        else:
+            details = {"kind": kind, "old": None, "new": NOW.isoformat()}
+        self.version += 1
+        self._audit(NOW, "rebaseline", actor, reason, details)
+        return details
 
     async def manual_stop(self, reason: str, actor: str) -> EmergencyState:
         if not self.state.active:
@@ -196,7 +211,7 @@ class ScenarioHost(EngineHost):
     async def verify_audit(self) -> AuditVerification:
         return AuditVerification(ok=True, rows=len(self.audit_rows))
 
-    async def venue_view(self) -> VenueSnapshot:
+    async def venue_view(self, fresh: bool = False) -> VenueSnapshot:
         return self.venue
 
     async def drill(self, name: str, actor: str | None = None) -> str:
@@ -212,7 +227,10 @@ Steps = Callable[["Pilot[Any]"], Awaitable[None]]
 async def settle(pilot: Pilot[Any]) -> None:
     """Let messages, workers and layout finish."""
     await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
+    # the STOP flow's worker waits on its modal: not part of settling
+    waiting = [w for w in pilot.app.workers if w.group != "manual-stop"]
+    if waiting:  # (an empty list would mean "every worker")
+        await pilot.app.workers.wait_for_complete(waiting)
     await pilot.pause()
 
 
@@ -273,6 +291,8 @@ async def _reset_to(step: int, pilot: Pilot[Any]) -> None:
         await next_step(pilot)
         await type_into(pilot, "#override", "loss realised and accepted by the desk head")
     if step >= 3:
+        pilot.app.screen._rebaseline("loss")  # type: ignore[attr-defined]
+        await settle(pilot)
         await next_step(pilot)
         for box in pilot.app.screen.query(Checkbox):
             box.value = True
@@ -313,6 +333,7 @@ class Scenario:
     steps: Steps
     theme: str = "dark"
     caption: str = ""
+    size: tuple[int, int] = SIZE
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -322,7 +343,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("stop-modal", "armed", _stop_modal, caption="Manual stop: a reason and STOP in full"),
     Scenario("reset-1-review", "latched", _reset_step(1), caption="Guided reset (a): what happened"),
     Scenario("reset-2-checks", "latched", _reset_step(2),
-             caption="Guided reset (b): live checks; a failed check needs an override reason"),
+             caption="Guided reset (b): live checks name what would fire again; re-baseline offered"),
     Scenario("reset-3-attest", "latched", _reset_step(3), caption="Guided reset (c): attestations"),
     Scenario("reset-4-operator", "latched", _reset_step(4), caption="Guided reset (d): operator and note"),
     Scenario("reset-5-confirm", "latched", _reset_step(5), caption="Guided reset (e): RESET in full"),
@@ -334,6 +355,19 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("theme-colour-blind-safe", "warning", _nothing, theme="colour-blind-safe",
              caption="Colour-blind-safe theme (no red/green pair carries meaning)"),
 )
+
+#: The same worlds on the desk's other terminals: 80×24 (narrow) and 200×50 (wide).
+SIZED: tuple[Scenario, ...] = tuple(
+    Scenario(f"{name}-{w}x{h}", world, steps, caption=f"{caption} ({w}×{h})", size=(w, h))
+    for w, h in ((80, 24), (200, 50))
+    for name, world, steps, caption in (
+        ("armed", "armed", _nothing, "Armed"),
+        ("warning", "warning", _nothing, "WARN band"),
+        ("latched", "latched", _nothing, "Latched"),
+        ("reset", "latched", _reset_step(2), "Guided reset: live checks"),
+    )
+)
+SCENARIOS = SCENARIOS + SIZED
 
 BY_NAME = {s.name: s for s in SCENARIOS}
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -30,16 +29,17 @@ from ess_tui.engine.state import EmergencyState, clean_text
 from ess_tui.engine.store import NotLatchedError
 from ess_tui.tui import format as fmt
 from ess_tui.tui.base import host as host_of
-from ess_tui.tui.engine_host import LiveCheck
+from ess_tui.tui.engine_host import REBASELINES, LiveCheck, refiring
+from ess_tui.tui.screens.reset_flow import ResetSteps
 from ess_tui.tui.screens.reset_parts import (
     ATTESTATIONS,
     CONFIRM_WORD,
     STEPS,
     activation_timeline,
-    describe_row,
+    timeline_table,
 )
 
-class ResetScreen(Screen[EmergencyState | None]):
+class ResetScreen(ResetSteps, Screen[EmergencyState | None]):
     """The guided reset. Dismisses with the armed state after a reset, or None if abandoned."""
 
     DEFAULT_CSS = """
@@ -48,6 +48,7 @@ class ResetScreen(Screen[EmergencyState | None]):
     ResetScreen ContentSwitcher { height: 1fr; border: round $secondary; padding: 0 1;
                                   margin: 0 2; }
     ResetScreen #checks-list { height: auto; margin-bottom: 1; }
+    ResetScreen #rebaseline-box { height: auto; }
     ResetScreen #review-flatten { margin-top: 1; }
     ResetScreen ContentSwitcher > VerticalScroll { height: 1fr; }
     ResetScreen .step-lead { margin-bottom: 1; }
@@ -75,6 +76,8 @@ class ResetScreen(Screen[EmergencyState | None]):
         self._blink = blink
         self._busy = False
         self.checks: list[LiveCheck] = []
+        #: The re-baselines the operator chose in this reset (audit details, old and new).
+        self.rebaselined: list[dict[str, Any]] = []
         self.actor = os_user()
 
     def on_screen_resume(self) -> None:
@@ -93,6 +96,7 @@ class ResetScreen(Screen[EmergencyState | None]):
             with VerticalScroll(id="step-checks"):
                 yield Static("The ESS checks the world again, now:", classes="step-lead")
                 yield Vertical(Static("Running checks…"), id="checks-list")
+                yield Vertical(id="rebaseline-box")
                 yield Button("Run the checks again", id="checks-rerun")
                 yield Label("A check failed: write why resetting anyway is safe (override reason)",
                             id="override-label")
@@ -185,15 +189,8 @@ class ResetScreen(Screen[EmergencyState | None]):
             self.query_one("#review-timeline", Static).update(f"Timeline unavailable: {exc}")
             rows = []
         timeline = activation_timeline(rows) if rows else []
-        table = Table(box=None, show_header=True, header_style="bold", pad_edge=False, expand=True)
-        table.add_column("Time (UTC)", no_wrap=True, width=19)
-        table.add_column("Action", no_wrap=True, width=16)
-        table.add_column("Who", no_wrap=True, width=16)
-        table.add_column("What", ratio=1)
-        for row in timeline[-14:]:
-            table.add_row(fmt.date_time(row.at)[:19], row.action, row.actor, describe_row(row))
         if timeline:
-            self.query_one("#review-timeline", Static).update(table)
+            self.query_one("#review-timeline", Static).update(timeline_table(timeline))
         report = host.view().last_report
         if report is not None:
             flat = {True: "the venue is verified flat", False: "the venue is NOT flat",
@@ -222,71 +219,35 @@ class ResetScreen(Screen[EmergencyState | None]):
             lines.append(Static(text, classes="check-ok" if check.ok else "check-bad"))
         await box.remove_children()
         await box.mount_all(lines)
+        offers = []
+        for name in refiring(self.checks):
+            if name in REBASELINES:
+                kind, text = REBASELINES[name]
+                offers.append(Button(f"Re-baseline {name}: {text}", id=f"rebase-{kind}",
+                                     classes="rebase", variant="warning"))
+        box = self.query_one("#rebaseline-box", Vertical)
+        await box.remove_children()
+        if offers:
+            await box.mount_all(offers)
         failed = self.failed_checks
         self.query_one("#override-label").display = bool(failed)
         self.query_one("#override").display = bool(failed)
         if failed and self.step_name == "checks":
             self.query_one("#override", Input).focus()
 
-    @property
-    def failed_checks(self) -> list[LiveCheck]:
-        return [c for c in self.checks if not c.ok]
+    @on(Button.Pressed, ".rebase")
+    def _rebase_pressed(self, event: Button.Pressed) -> None:
+        kind = (event.button.id or "").removeprefix("rebase-")
+        self._rebaseline(kind)
 
     @on(Button.Pressed, "#checks-rerun")
     def _rerun(self) -> None:
         self._run_checks()
 
-    # --- step (e): summary ------------------------------------------------------------------------
-
-    def _fill_summary(self) -> None:
-        name = clean_text(self.query_one("#operator-name", Input).value, limit=120)
-        note = clean_text(self.query_one("#operator-note", Input).value)
-        override = clean_text(self.query_one("#override", Input).value)
-        lines = [
-            f"Reset by {name}. Note: {note or '—'}",
-            "Checks: " + ", ".join(f"{c.name} {'pass' if c.ok else 'FAIL'}" for c in self.checks),
-        ]
-        if self.failed_checks:
-            lines.append(f"Override: {override}")
-        lines.append("After the reset the ESS is ARMED and trading is allowed again.")
-        self.query_one("#confirm-summary", Static).update("\n".join(lines))
-
     # --- navigation -------------------------------------------------------------------------------
 
     def _error(self, message: str) -> None:
         self.query_one("#reset-error", Static).update(Text(message))
-
-    def _validate(self) -> tuple[str | None, dict[str, Any]]:
-        """Why the current step cannot be left forwards (None = it can), and its audit details."""
-        name = self.step_name
-        details: dict[str, Any] = {"step": name}
-        if name == "checks":
-            if not self.checks:
-                return "The checks have not finished yet.", details
-            details["checks"] = {c.name: c.ok for c in self.checks}
-            if self.failed_checks:
-                override = clean_text(self.query_one("#override", Input).value)
-                if not override:
-                    return ("A check failed: write an override reason to go on, "
-                            "or fix the cause and run the checks again."), details
-                details["override"] = override
-        elif name == "attest":
-            missing = [text for key, text in ATTESTATIONS
-                       if not self.query_one(f"#attest-{key}", Checkbox).value]
-            if missing:
-                return f"Not attested: {missing[0]}.", details
-            details["attested"] = [key for key, _ in ATTESTATIONS]
-        elif name == "operator":
-            operator = clean_text(self.query_one("#operator-name", Input).value, limit=120)
-            if not operator:
-                return "Give the operator's name.", details
-            details["operator"] = operator
-            if self.query_one("#approver").display:
-                approver = clean_text(self.query_one("#approver", Input).value, limit=120)
-                if not approver:
-                    return "The two-person rule needs a second approver.", details
-                details["approver"] = approver
-        return None, details
 
     @on(Button.Pressed, "#reset-next")
     @on(Input.Submitted, "#override, #operator-name, #operator-note, #approver")
@@ -345,11 +306,26 @@ class ResetScreen(Screen[EmergencyState | None]):
         venue_ok = next((c.ok for c in self.checks if c.name == "Venue flat"), None)
         self.query_one("#reset-go", Button).disabled = True
         try:
+            still = refiring(await host.live_checks())
+        except Exception as exc:  # noqa: BLE001 - a check that cannot run has failed
+            still = [f"the checks could not run ({exc})"]
+        if still:
+            why = f"{', '.join(still)} would fire again the moment the ESS is armed"
+            try:
+                await host.audit("reset_refused", operator or self.actor, reason=why,
+                                 details={"via": "tui", "refires": still})
+            finally:
+                self._busy = False
+                self._error(f"Reset refused: {why}. Re-baseline or fix it, then run the checks again.")
+                self.query_one("#reset-go", Button).disabled = False
+            return
+        try:
             details: dict[str, Any] = {
                 "checks": {c.name: c.ok for c in self.checks},
                 "attested": [key for key, _ in ATTESTATIONS],
                 # the activation this operator reviewed: a newer one is never reset unseen
                 "reviewed_activation": self.state.activation_count,
+                "rebaselined": self.rebaselined,
             }
             state = await host.reset(
                 operator, note,

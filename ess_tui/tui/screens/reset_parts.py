@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from rich.table import Table
+
 from ess_tui.engine.store import AuditRecord
+from ess_tui.tui import format as fmt
 
 CONFIRM_WORD = "RESET"
 
@@ -45,3 +48,15 @@ def describe_row(row: AuditRecord) -> str:
     if "drill" in d:
         return f"drill {d['drill']}"
     return ", ".join(f"{k}={v}" for k, v in list(d.items())[:3])
+
+
+def timeline_table(timeline: list[AuditRecord]) -> Table:
+    """The activation's audit rows as a table (the newest 14)."""
+    table = Table(box=None, show_header=True, header_style="bold", pad_edge=False, expand=True)
+    table.add_column("Time (UTC)", no_wrap=True, width=19)
+    table.add_column("Action", no_wrap=True, width=16)
+    table.add_column("Who", no_wrap=True, width=16)
+    table.add_column("What", ratio=1)
+    for row in timeline[-14:]:
+        table.add_row(fmt.date_time(row.at)[:19], row.action, row.actor, describe_row(row))
+    return table
