@@ -126,3 +126,23 @@ class TestRehearsalEndsArmed:
                 await pilot.pause(2.0)  # four runner cycles: nothing re-latches
                 assert app.dashboard.banner.mode == "armed", drill
                 assert app.host.view().state.activation_count == 1, drill
+
+
+class TestFasterStop:
+    async def test_one_key_reason_then_stop_in_full_latches(self, tmp_path: Path) -> None:
+        app = make_app(tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await engine_up(pilot)
+            await pilot.press("f9")
+            await until(pilot, lambda: isinstance(app.screen, StopModal))
+            await pilot.press("2")  # security concern; focus moves to the confirmation
+            await pilot.pause()
+            assert app.screen.query_one("#stop-reason").value == "security concern"
+            await pilot.press("S", "T", "O")
+            await pilot.press("enter")
+            await pilot.pause(0.3)
+            assert isinstance(app.screen, StopModal)  # "STO" cannot confirm
+            await pilot.press("P", "enter")
+            await until(pilot, lambda: app.host.view().state.active and not app._latching)
+        state, _ = await stored(tmp_path / "ess.db")
+        assert state.active and state.reason == "security concern"

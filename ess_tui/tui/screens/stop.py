@@ -21,6 +21,14 @@ from ess_tui.engine.state import clean_text
 
 CONFIRM_WORD = "STOP"
 
+#: The spec's reasons for a manual stop, one key each (free text stays possible).
+REASONS: tuple[tuple[str, str], ...] = (
+    ("1", "suspicious activity"),
+    ("2", "security concern"),
+    ("3", "regulatory"),
+    ("4", "operational issue"),
+)
+
 
 class StopModal(ModalScreen[str | None]):
     """Fire the emergency stop by hand. Dismisses with the reason, or None if cancelled."""
@@ -37,10 +45,15 @@ class StopModal(ModalScreen[str | None]):
     StopModal #stop-status { color: $text-muted; height: auto; }
     StopModal Horizontal { height: auto; margin-top: 1; align-horizontal: right; }
     StopModal Button { margin-left: 2; }
+    StopModal #stop-reasons { align-horizontal: left; }
+    StopModal #stop-reasons Button { margin: 0 2 0 0; min-width: 8; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="stop-cancel", tooltip="Close without stopping"),
+        *[Binding(key, f"reason({i})", text, id=f"stop-reason-{key}", show=False,
+                  tooltip=f"Reason: {text} (not while typing in a field)")
+          for i, (key, text) in enumerate(REASONS)],
     ]
 
     def __init__(self, *, actor: str | None = None, blink: bool = True) -> None:
@@ -56,7 +69,11 @@ class StopModal(ModalScreen[str | None]):
                 "Latches the ESS now: every order is cancelled, every position closed "
                 "(reduce-only), and trading stays blocked until an audited reset."
             )
-            yield Label("Reason (recorded in the audit trail)")
+            with Horizontal(id="stop-reasons"):
+                for i, (key, text) in enumerate(REASONS):
+                    yield Button(f"{key} {text.split()[0]}", id=f"stop-pick-{i}", classes="stop-pick",
+                                 compact=True)
+            yield Label("Reason (recorded in the audit trail): press 1–4 above, or type it")
             yield Input(placeholder="e.g. suspicious fills on BTC/USDT", id="stop-reason",
                         max_length=500)
             yield Label(f"Type {CONFIRM_WORD} in full to confirm")
@@ -74,7 +91,23 @@ class StopModal(ModalScreen[str | None]):
             f"Operator: {self.actor} · Escape cancels, nothing is written")
         for field in self.query(Input):
             field.cursor_blink = self._blink
-        self.query_one("#stop-reason", Input).focus()
+        self.query_one("#stop-pick-0", Button).focus()
+
+    def action_reason(self, index: int) -> None:
+        """One-key reason: fill it in and go to the confirmation field."""
+        if self._busy or not 0 <= index < len(REASONS):
+            return
+        self.query_one("#stop-reason", Input).value = REASONS[index][1]
+        self.query_one("#stop-confirm", Input).focus()
+
+    @on(Button.Pressed, ".stop-pick")
+    def _picked(self, event: Button.Pressed) -> None:
+        self.action_reason(int((event.button.id or "-1").rsplit("-", 1)[-1]))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "reason" and isinstance(self.focused, Input):
+            return False  # typing a digit into a field types it
+        return True
 
     def _can_confirm(self) -> bool:
         confirm = self.query_one("#stop-confirm", Input).value
