@@ -216,10 +216,13 @@ class ControlRoomApp(EngineEvents, App[int]):
             log.debug("event log not ready: %s %s", kind, message)
 
     def _flash(self) -> None:
-        self.dashboard.banner.toggle_flash()
+        if self.screen_stack:
+            self.dashboard.banner.toggle_flash()
 
     def _tick(self) -> None:
         """Redraw from the engine's view: banner, gauges (if newer), ages."""
+        if not self.screen_stack:
+            return  # closing: a message from the engine thread arrived after the screens went
         view = self.host.view()
         now = self.clock()
         board = self.dashboard
@@ -269,6 +272,8 @@ class ControlRoomApp(EngineEvents, App[int]):
         finally:
             self._venue_busy = False
         self._venue = view
+        if not self.screen_stack:
+            return
         self.dashboard.venue.show_venue(view)
         self._draw_venue_line()
 

@@ -100,7 +100,10 @@ class Gauge(Widget):
     def set_evaluation(self, evaluation: Evaluation, now: datetime | None = None) -> None:
         """Show ``evaluation``; ``now`` updates the age of the check."""
         self.evaluation = evaluation
+        self._now = now
         self.band = evaluation.band
+        if not self.query(".gauge-name"):
+            return  # mounted but not composed yet: on_mount draws the newest evaluation
         self.query_one(".gauge-name", Label).update(Text(evaluation.name, overflow="ellipsis"))
         proximity = evaluation.proximity
         self.query_one(".gauge-bar", Static).update(bar_text(proximity))
@@ -120,6 +123,8 @@ class Gauge(Widget):
             self.set_age(now)
 
     def set_age(self, now: datetime) -> None:
+        if not self.query(".gauge-age"):
+            return
         seconds = fmt.since(now, self.evaluation.checked_at)
         self.query_one(".gauge-age", Label).update(f"{fmt.age(seconds)} ago")
 
