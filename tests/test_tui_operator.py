@@ -118,13 +118,15 @@ class TestManualStop:
         assert not state.active
         assert not [r for r in rows if r.action in ("activate", "extra_trigger")]
 
-    async def test_stop_latches_durably_before_the_modal_closes(self, tmp_path: Path) -> None:
+    async def test_stop_latches_durably_before_the_banner_says_latched(self, tmp_path: Path) -> None:
         app = make_app(tmp_path)
         async with app.run_test(size=SIZE) as pilot:
             await open_stop(pilot, "fat finger on ETH")
             await pilot.press("S", "T", "O", "P", "enter")
+            # The modal closes with the reason; the app latches, and only a durable latch
+            # finishes the stop.
             await until(pilot, lambda: not isinstance(app.screen, StopModal))
-            # The modal is closed: the latch must already be in the database.
+            await until(pilot, lambda: not app._latching and app.host.view().state.active)
             state, rows = await stored(tmp_path / "ess.db")
             assert state.active and state.reason == "fat finger on ETH"
             activate = [r for r in rows if r.action == "activate"]
@@ -229,7 +231,9 @@ class TestGuidedReset:
         abandoned = [r for r in rows if r.action == "reset_abandoned"]
         assert abandoned and abandoned[0].details.get("step") == "review"
 
-    async def test_failed_check_needs_an_override_reason(self, tmp_path: Path) -> None:
+    async def test_a_trigger_that_still_fires_refuses_the_reset_by_name(self, tmp_path: Path) -> None:
+        # Changed with issue 11: a trigger that would fire again once armed can no longer be
+        # overridden with a reason (it re-latched 4 s after the reset); it is named and refused.
         app = make_app(tmp_path)
         async with app.run_test(size=SIZE) as pilot:
             await engine_up(pilot)
@@ -241,18 +245,24 @@ class TestGuidedReset:
             assert isinstance(screen, ResetScreen)
             await press_button(pilot, "#reset-next")
             await until(pilot, lambda: screen.step_name == "checks" and bool(screen.checks))
-            assert screen.failed_checks
-            await press_button(pilot, "#reset-next")
-            await pilot.pause(0.2)
-            assert screen.step_name == "checks"
+            assert "System health" in screen.refires
             fill(app, "#override", "health probe flapping, verified by hand")
+            await press_button(pilot, "#reset-next")
+            await pilot.pause(0.3)
+            assert screen.step_name == "checks"
+            error = str(screen.query_one("#reset-error").render())
+            assert "System health" in error and "would fire again" in error
+            await app.host.drill("recover")
+            await pilot.pause(1.2)  # a runner cycle on the recovered world
+            screen._run_checks()
+            await until(pilot, lambda: bool(screen.checks) and not screen.refires, timeout=10,
+                        why=lambda: str(screen.checks))
             await press_button(pilot, "#reset-next")
             await until(pilot, lambda: screen.step_name == "attest")
         _, rows = await stored(tmp_path / "ess.db")
         drills = [r for r in rows if r.action == "drill"]
-        assert drills and drills[0].details.get("drill") == "sick_health"
-        step = next(r for r in rows if r.action == "reset_step" and r.details.get("step") == "checks")
-        assert step.details.get("override") == "health probe flapping, verified by hand"
+        assert drills and {d.details.get("drill") for d in drills} == {"sick_health", "recover"}
+        assert [r for r in rows if r.action == "rebaseline"]  # drill 0 re-baselined the account
 
 
 class TestViewer:

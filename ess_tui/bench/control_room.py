@@ -56,15 +56,10 @@ def control_room_available() -> bool:
 
 def stop_probe_available() -> bool:
     try:
-        spec = importlib.util.find_spec("ess_tui.bench.stop_latency")
-    except (ImportError, ValueError):
+        from ess_tui.bench import stop_latency
+    except ImportError:
         return False
-    if spec is None or spec.origin is None:
-        return False
-    try:
-        return "measure_stop_latency" in Path(spec.origin).read_text(errors="replace")
-    except OSError:
-        return False
+    return callable(getattr(stop_latency, "measure_stop_latency", None))
 
 
 def read_rss_mb(pid: int) -> tuple[float | None, float | None]:

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from ess_tui.bench.stats import percentile
 
 _FIRST_FRAME_CHILD = r"""
 import sys, time
@@ -39,16 +40,14 @@ Probe(Settings(db=Path(sys.argv[1]) / "ess.db")).run(headless=True, size=(120, 4
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:
-    """p50 / p99 / max in milliseconds."""
-    ordered = sorted(values)
-    if not ordered:
+    """p50 / p99 / max in milliseconds (from :func:`ess_tui.bench.stats.percentile`)."""
+    if not values:
         return {"n": 0}
-    p99_index = min(len(ordered) - 1, max(0, round(0.99 * len(ordered)) - 1))
     return {
-        "n": len(ordered),
-        "p50_ms": round(statistics.median(ordered) * 1000, 2),
-        "p99_ms": round(ordered[p99_index] * 1000, 2),
-        "max_ms": round(ordered[-1] * 1000, 2),
+        "n": len(values),
+        "p50_ms": round(percentile(values, 50) * 1000, 2),
+        "p99_ms": round(percentile(values, 99) * 1000, 2),
+        "max_ms": round(max(values) * 1000, 2),
     }
 
 
@@ -57,8 +56,9 @@ async def measure_stop_latency(n: int = 200, *, folder: Path | None = None) -> l
 
     "Durable" is the moment the engine's latch transaction has committed (fsync'd): the engine
     publishes ``emergency.latched`` right after, and that is when the clock stops (read on the
-    engine's thread). Each try also waits for the modal to close, which it does only once the
-    latch is durable, and checks through a second connection that the database says latched.
+    engine's thread). The modal closes with the reason at once and the app latches; each try waits
+    for the app to finish the stop and checks through a second connection that the database says
+    latched.
     """
     from textual.widgets import Input
 
@@ -98,15 +98,18 @@ async def measure_stop_latency(n: int = 200, *, folder: Path | None = None) -> l
                 await pilot.pause()
                 started = time.perf_counter()
                 await confirm.action_submit()  # what Enter does in the field
-                while modal.is_attached and modal in app.screen_stack:
+                deadline = time.monotonic() + 10
+                while not durable_at:
+                    if time.monotonic() > deadline:
+                        raise AssertionError("the engine never reported the latch")
                     await asyncio.sleep(0.0002)
-                if not durable_at:
-                    raise AssertionError("the modal closed but the engine never reported the latch")
+                while app._latching or modal in app.screen_stack:
+                    await asyncio.sleep(0.001)
                 timings.append(durable_at[0] - started)
                 state = await reader.load_state()
                 if not state.active:
-                    raise AssertionError("the modal closed before the latch was durable")
-                await app.host.reset("bench", "benchmark reset", {"via": "bench"})
+                    raise AssertionError("the engine reported the latch before it was durable")
+                await app.host.reset("bench", "benchmark reset", details={"bench": True})
                 await pilot.pause()
         await reader.close()
     return timings

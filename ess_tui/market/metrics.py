@@ -128,6 +128,8 @@ class AccountMetrics:
         self._equity: float | None = None
         self._refreshed_at: datetime | None = None
         self._last_error: str | None = None
+        #: Stop-loss hits before this moment are not counted (an audited reset cleared them).
+        self._sl_cleared_at: datetime | None = None
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -260,8 +262,16 @@ class AccountMetrics:
         """Orders the venue rejected or failed in the last ``minutes``."""
         return await self._count("order_failures", minutes)
 
+    def clear_sl_window(self) -> tuple[datetime | None, datetime]:
+        """Count stop-loss hits from now on (an explicit, audited choice of a reset; the caller
+        audits it). Returns (the previous clearing moment or None, the new one)."""
+        old, self._sl_cleared_at = self._sl_cleared_at, self._now()
+        return old, self._sl_cleared_at
+
     async def _count(self, method: str, minutes: float) -> int:
         since = self._now() - timedelta(minutes=minutes)
+        if method == "stop_loss_hits" and self._sl_cleared_at is not None:
+            since = max(since, self._sl_cleared_at)
         value = await maybe_await(getattr(self._executions, method)(since))
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
             raise AccountMetricsError(

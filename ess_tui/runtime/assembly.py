@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -28,38 +27,20 @@ from ess_tui.engine.evaluators import (
     SystemHealthEmergencyEvaluator,
 )
 from ess_tui.engine.flatten import describe_error
-from ess_tui.engine.state import EmergencyState, FlattenReport, WarningEvent, utcnow
+from ess_tui.engine.state import EmergencyState, WarningEvent, clean_text, utcnow
 from ess_tui.engine.system import EmergencyStopSystem
-from ess_tui.engine.venue import Order, Position
 from ess_tui.market.feed import FeedMonitor
 from ess_tui.market.health import HealthMonitor
 from ess_tui.market.metrics import AccountMetrics
+from ess_tui.runtime.book import BookPoller
+from ess_tui.runtime.drills import run_drill
+from ess_tui.runtime.panel import VenueSnapshot
 from ess_tui.store.open import open_store
-from ess_tui.store.sqlite import SQLiteStore  # the embedded default; PostgresStore has the same shape
+from ess_tui.store.sqlite import (
+    SQLiteStore,  # the embedded default; PostgresStore has the same shape
+)
 
 log = logging.getLogger(__name__)
-
-DRILLS = ("crash", "stall_feed", "garbage_tick", "sl_burst", "sick_health", "recover")
-
-
-@dataclass(frozen=True)
-class VenueSnapshot:
-    """What the venue panel draws: the book as last read, and what flattening did."""
-
-    venue: str
-    positions: tuple[Position, ...] = ()
-    orders: tuple[Order, ...] = ()
-    equity: float | None = None
-    taken_at: datetime | None = None
-    error: str | None = None
-    report: FlattenReport | None = None
-    flattening: bool = False
-    dead_man: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def flat(self) -> bool:
-        return not self.positions and not self.orders
-
 
 class Runtime:
     """Everything the ESS needs, wired together. Build with :meth:`build`, then :meth:`start`."""
@@ -121,8 +102,20 @@ class Runtime:
         )
         self._world_tasks = world_tasks or []
         self._tasks: list[asyncio.Task[Any]] = []
-        self.last_venue_ok: datetime | None = None
-        self.book = VenueSnapshot(venue=self.venue_name)
+        # The paper venue is free to ask; a real one has a rate limit that flattening may need.
+        self.book_poller = BookPoller(
+            venue, name=self.venue_name, controller=self.controller, metrics=metrics, clock=clock,
+            interval=1.0 if paper is not None else 5.0,
+        )
+
+    @property
+    def last_venue_ok(self) -> datetime | None:
+        """When the venue last answered a book read."""
+        return self.book_poller.last_ok
+
+    @property
+    def book(self) -> VenueSnapshot:
+        return self.book_poller.book
 
     @property
     def venue_name(self) -> str:
@@ -206,7 +199,9 @@ class Runtime:
             self._tasks.append(asyncio.ensure_future(make()))
         self._tasks.append(asyncio.ensure_future(self._poll_metrics()))
         self._tasks.append(asyncio.ensure_future(self._poll_book()))
-        from ess_tui.runtime.alerts_wiring import AlertsWiring  # alerts, metrics, systemd (issue 12)
+        from ess_tui.runtime.alerts_wiring import (
+            AlertsWiring,  # alerts, metrics, systemd (issue 12)
+        )
 
         self.alerts = AlertsWiring(self)
         await self.alerts.start()
@@ -241,39 +236,17 @@ class Runtime:
             await asyncio.sleep(interval)
 
     async def _poll_book(self) -> None:
-        # The paper venue is free to ask; a real one has a rate limit that flattening may need.
-        interval = 1.0 if self.paper is not None else 5.0
-        while True:
-            try:
-                book = await self.refresh_book()
-                if book.error is None:
-                    # While latched the controller flattens a book that drifted open again.
-                    await self.controller.keep_flat_check(book.positions, book.orders)
-            except Exception as exc:  # noqa: BLE001 - the panel goes stale; the ESS goes on
-                log.warning("venue panel refresh failed: %s", describe_error(exc))
-            await asyncio.sleep(interval)
+        await self.book_poller.run(self._keep_flat)
+
+    async def _keep_flat(self, book: VenueSnapshot) -> None:
+        """While latched the controller flattens a book that drifted open again (it owns the
+        rule; the panel's poll only hands it the book it already read)."""
+        if book.error is None:
+            await self.controller.keep_flat_check(book.positions, book.orders)
 
     async def refresh_book(self) -> VenueSnapshot:
         """Read positions and open orders from the venue for the venue panel."""
-        error = None
-        positions, orders = self.book.positions, self.book.orders
-        try:
-            got_p, got_o = await asyncio.gather(
-                self.venue.fetch_positions(), self.venue.fetch_open_orders()
-            )
-            positions, orders = tuple(got_p), tuple(got_o)
-            self.last_venue_ok = self.clock()
-        except Exception as exc:  # noqa: BLE001
-            error = describe_error(exc)
-        status = getattr(self.venue, "status", None)
-        dead_man = status() if callable(status) else {}
-        self.book = VenueSnapshot(
-            venue=self.venue_name, positions=positions, orders=orders,
-            equity=self.metrics.equity, taken_at=self.clock(), error=error,
-            report=self.controller.last_report, flattening=self.controller.flattening,
-            dead_man=dict(dead_man or {}),
-        )
-        return self.book
+        return await self.book_poller.refresh()
 
     def venue_snapshot(self) -> VenueSnapshot:
         return self.book
@@ -290,26 +263,54 @@ class Runtime:
         self.manual.trigger(reason or "Manual emergency stop")  # the trigger cleans its own text
         return state
 
-    async def reset(self, reset_by: str, note: str | None = None,
-                    details: dict[str, Any] | None = None, *, approver: str | None = None,
-                    override: str | None = None, venue_flat: bool | None = None,
-                    expected_activation: int | None = None) -> EmergencyState:
-        """Audited reset; the controller enforces the reset policy. ``details["reviewed_activation"]``
-        (the guided reset sets it) makes the reset refuse if a different activation is latched by
-        now; ``details["approver"]`` / ``["override"]`` / ``["venue_flat"]`` (the control room's live
-        check) are taken as the request's when not given."""
+    async def reset(
+        self, reset_by: str, note: str | None = None, details: dict[str, Any] | None = None, *,
+        approver: str | None = None, override: str | None = None,
+        expected_activation: int | None = None, venue_flat: bool | None = None,
+        via: str | None = None,
+    ) -> EmergencyState:
+        """Audited reset; the controller enforces the reset policy. ``expected_activation`` (or
+        ``details["reviewed_activation"]``, which the guided reset sets) makes the reset refuse
+        if a different activation is latched by now; ``details["approver"]`` / ``["override"]`` /
+        ``["venue_flat"]`` are taken as the request's when not given."""
         info = details or {}
         reviewed = info.get("reviewed_activation")
         if expected_activation is None and isinstance(reviewed, int):
             expected_activation = reviewed
-        return await self.controller.reset(
-            reset_by, note, details=details,
-            approver=approver if approver is not None else info.get("approver"),
-            override=override if override is not None else info.get("override"),
-            venue_flat=venue_flat if venue_flat is not None else (
+        kwargs: dict[str, Any] = {
+            "approver": approver if approver is not None else info.get("approver"),
+            "override": override if override is not None else info.get("override"),
+            "venue_flat": venue_flat if venue_flat is not None else (
                 info.get("venue_flat") if isinstance(info.get("venue_flat"), bool) else None),
-            expected_activation=expected_activation,
-        )
+            "expected_activation": expected_activation,
+        }
+        if via is not None:
+            kwargs["via"] = via
+        return await self.controller.reset(reset_by, note, details=details, **kwargs)
+
+    async def rebaseline(self, kind: str, actor: str, reason: str) -> dict[str, Any]:
+        """An explicit, audited re-baseline a reset may choose: ``loss`` (day start and peak
+        become the current equity) or ``sl_window`` (stop-loss hits counted from now)."""
+        if kind == "loss":
+            old = self.metrics.baseline
+            new = await self.metrics.rebase()
+            details: dict[str, Any] = {
+                "kind": kind,
+                "old": None if old is None else {"day_start_equity": old.day_start_equity,
+                                                 "peak_equity": old.peak_equity},
+                "new": {"day_start_equity": new.day_start_equity, "peak_equity": new.peak_equity},
+            }
+        elif kind == "sl_window":
+            old_since, new_since = self.metrics.clear_sl_window()
+            details = {"kind": kind,
+                       "old": None if old_since is None else old_since.isoformat(),
+                       "new": new_since.isoformat()}
+        else:
+            raise ValueError(f"unknown re-baseline {kind!r}; known: loss, sl_window")
+        await self.store.audit("rebaseline", actor=clean_text(actor, limit=120), reason=reason,
+                               details=details)
+        self.system.wake()
+        return details
 
     async def audit(self, action: str, actor: str, reason: str | None = None,
                     details: dict[str, Any] | None = None) -> None:
@@ -317,34 +318,4 @@ class Runtime:
 
     async def drill(self, name: str, actor: str | None = None) -> str:
         """Push the simulated world toward a trigger, so an operator can rehearse. Audited."""
-        if name not in DRILLS:
-            raise ValueError(f"unknown drill {name!r}; drills: {', '.join(DRILLS)}")
-        if self.paper is None:
-            raise RuntimeError("drills run only on the paper venue")
-        paper = self.paper
-        what = {
-            "crash": "prices fall 12% against the book",
-            "stall_feed": "the market feed stops updating",
-            "garbage_tick": "the feed sends corrupt ticks (NaN prices)",
-            "sl_burst": "a burst of stop-loss hits",
-            "sick_health": "system health forced CRITICAL",
-            "recover": "feed and health back to normal",
-        }[name]
-        await self.store.audit("drill", actor=actor or self.actor, reason=what,
-                               details={"drill": name})
-        if name == "crash":
-            paper.drill_crash(12)
-        elif name == "stall_feed":
-            paper.drill_stall_feed()
-        elif name == "garbage_tick":
-            paper.drill_garbage_tick("nan")
-        elif name == "sl_burst":
-            paper.drill_stop_hits(self.settings.max_sl_hits + 1)
-        elif name == "sick_health":
-            self.health.force("CRITICAL")
-        elif name == "recover":
-            paper.drill_recover_feed()
-            self.health.clear_force()
-            self.feed.clear()
-        self.system.wake()
-        return what
+        return await run_drill(self, name, actor)

@@ -24,43 +24,32 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from ess_tui.engine.state import Band, EmergencyState, utcnow
+from ess_tui.tui import format as fmt
 from ess_tui.tui import messages
-from ess_tui.tui.engine_host import DRILLS, EngineHost, EngineView, RuntimeHost
+from ess_tui.runtime.drills import DRILLS
+from ess_tui.tui.engine_events import EngineEvents
+from ess_tui.tui.engine_host import EngineHost
+from ess_tui.tui.keys import DASHBOARD_ONLY, binding_ids, drill_bindings, help_rows
+from ess_tui.tui.runtime_host import RuntimeHost
 from ess_tui.tui.screens.audit import AuditScreen
 from ess_tui.tui.screens.dashboard import DashboardScreen
 from ess_tui.tui.screens.help import HelpScreen
 from ess_tui.tui.screens.reset import ResetScreen
 from ess_tui.tui.screens.stop import StopModal
 from ess_tui.tui.widgets.banner import Banner
+from ess_tui.tui.widgets.venue_panel import one_line as venue_line
+from ess_tui.runtime.panel import VenueSnapshot
 from ess_tui.tui.themes import (
     CSS_VARIABLE_DEFAULTS,
     ThemeMemory,
     choose_theme,
+    contrast_problems,
     load_themes,
 )
 
 log = logging.getLogger(__name__)
 
-#: Drill keys (paper venue only), in the order the help screen lists them.
-DRILL_KEYS: tuple[tuple[str, str], ...] = (
-    ("1", "crash"),
-    ("2", "stall_feed"),
-    ("3", "garbage_tick"),
-    ("4", "sl_burst"),
-    ("5", "sick_health"),
-    ("0", "recover"),
-)
-
-
-def _drill_bindings() -> list[BindingType]:
-    return [
-        Binding(key, f"drill('{name}')", f"Drill: {DRILLS[name]}", id=f"drill-{name}", show=False,
-                tooltip=f"Drill: {DRILLS[name]} (audited as a drill)")
-        for key, name in DRILL_KEYS
-    ]
-
-
-class ControlRoomApp(App[int]):
+class ControlRoomApp(EngineEvents, App[int]):
     """The ESS control room."""
 
     TITLE = "ess-tui control room"
@@ -78,8 +67,10 @@ class ControlRoomApp(App[int]):
         Binding("question_mark,f1", "help", "Help", id="help", tooltip="Keys and drills"),
         Binding("ctrl+t", "change_theme", "Theme", id="theme", show=False,
                 tooltip="Choose a theme (remembered)"),
+        Binding("l", "toggle_log", "Log", id="log", show=False,
+                tooltip="Narrow terminal: the event log in place of the gauges, and back"),
         Binding("q", "quit", "Quit", id="quit", tooltip="Close the control room"),
-        *_drill_bindings(),
+        *drill_bindings(),
     ]
 
     def __init__(
@@ -117,8 +108,13 @@ class ControlRoomApp(App[int]):
         self._install_themes(user_theme_dir, theme or getattr(tui, "theme", None))
         keys = dict(getattr(tui, "keys", {}) or {})
         self._bad_keys = sorted(set(keys) - self.binding_ids())
-        if keys:
-            self.set_keymap({k: v for k, v in keys.items() if k not in self._bad_keys})
+        #: The remapping applied from ``tui.keys`` (kept here: the help screen shows it).
+        self.applied_keymap: dict[str, str] = {k: v for k, v in keys.items() if k not in self._bad_keys}
+        if self.applied_keymap:
+            self.set_keymap(self.applied_keymap)
+        self._latching = False
+        self._venue: VenueSnapshot | None = None
+        self._flat_at: datetime | None = None
         self._last_key: tuple[Any, ...] | None = None
         self._last_version = -1
         self._bands: dict[str, Band] = {}
@@ -132,6 +128,8 @@ class ControlRoomApp(App[int]):
     def _install_themes(self, user_dir: Path | None, configured: str | None) -> None:
         themes, problems = load_themes(user_dir)
         self.theme_problems = problems
+        #: Themes that load but fail WCAG AA for the banner or a band word (logged as warnings).
+        self.theme_contrast_problems = contrast_problems(themes)
         for theme in themes.values():
             self.register_theme(theme)
         self.theme = choose_theme(themes, configured, self.theme_memory.load())
@@ -152,29 +150,16 @@ class ControlRoomApp(App[int]):
     @classmethod
     def binding_ids(cls) -> set[str]:
         """Every binding id that ``tui.keys`` may remap."""
-        ids: set[str] = set()
-        for owner in (cls, StopModal, ResetScreen, AuditScreen, HelpScreen):
-            for binding in owner.BINDINGS:
-                if isinstance(binding, Binding) and binding.id:
-                    ids.add(binding.id)
-        return ids
+        return binding_ids((cls, StopModal, ResetScreen, AuditScreen, HelpScreen))
 
     def key_help(self) -> list[tuple[str, str, str]]:
         """(key as shown, what it does, binding id) for the help screen, keymap applied."""
-        rows = []
-        keymap = getattr(self, "_keymap", {}) or {}
-        for binding in self.BINDINGS:
-            if not isinstance(binding, Binding) or not binding.id:
-                continue
-            if binding.id.startswith("drill-") and not self.host.is_paper:
-                continue
-            keys = keymap.get(binding.id, binding.key)
-            shown = ", ".join(self.get_key_display(Binding(k.strip(), "")) for k in keys.split(","))
-            rows.append((shown, binding.tooltip or binding.description, binding.id))
-        rows.append(("ctrl+p", "Command palette (themes, keys, quit)", "—"))
-        return rows
+        return help_rows(self.BINDINGS, self.applied_keymap, paper=self.host.is_paper,
+                         display=self.get_key_display)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in DASHBOARD_ONLY and not isinstance(self.screen, DashboardScreen):
+            return None  # inert in modals and the reset wizard; only STOP works everywhere
         if action == "reset":
             view = self.host.view()
             return True if (view.state.active and view.unavailable is None) else None
@@ -204,6 +189,8 @@ class ControlRoomApp(App[int]):
         """The dashboard is on screen: start the engine and the redraw timers."""
         for problem in self.theme_problems:
             self.log_event(self.clock(), "WARN", f"theme skipped: {problem.problem}")
+        for text in self.theme_contrast_problems:
+            self.log_event(self.clock(), "WARN", text)
         if self._bad_keys:
             self.log_event(self.clock(), "WARN",
                            f"tui.keys names unknown binding(s): {', '.join(self._bad_keys)}; "
@@ -229,17 +216,23 @@ class ControlRoomApp(App[int]):
             log.debug("event log not ready: %s %s", kind, message)
 
     def _flash(self) -> None:
-        self.dashboard.banner.toggle_flash()
+        if self.screen_stack:
+            self.dashboard.banner.toggle_flash()
 
     def _tick(self) -> None:
         """Redraw from the engine's view: banner, gauges (if newer), ages."""
+        if not self.screen_stack:
+            return  # closing: a message from the engine thread arrived after the screens went
         view = self.host.view()
         now = self.clock()
         board = self.dashboard
         if not board.is_mounted or not board.query(Banner):
             return  # still composing: the next tick draws it
         self._observe(view, now)
-        board.banner.show(view, now, venue=self.host.venue_name, triggers=len(view.evaluations))
+        read_at = None if self._venue is None else self._venue.taken_at
+        confirmed = self._flat_at is None or (read_at is not None and read_at >= self._flat_at)
+        board.banner.show(view, now, venue=self.host.venue_name, triggers=len(view.evaluations),
+                          venue_confirmed=confirmed)
         if view.version != self._last_version:
             self._last_version = view.version
             board.gauges.show(view.evaluations, now)
@@ -247,49 +240,8 @@ class ControlRoomApp(App[int]):
         elif not self.frozen:
             board.gauges.tick(now)
         board.venue.show_flatten(view.state.active, view.flattening, view.last_report, self._progress)
-
-    def _observe(self, view: EngineView, now: datetime) -> None:
-        """Notice a change of latch state: log it; on a latch, ring the bell and raise a toast."""
-        state = view.state
-        if view.starting:
-            key: tuple[Any, ...] = ("starting",)
-        elif view.unavailable is not None:
-            key = ("unavailable", view.unavailable)
-        elif state.active:
-            key = ("latched", state.activation_count, state.timestamp)
-        else:
-            key = ("armed", state.activation_count)
-        if key == self._last_key:
-            return
-        previous, self._last_key = self._last_key, key
-        self.refresh_bindings()
-        if key[0] == "latched":
-            self.log_event(state.timestamp or now, "LATCH",
-                           f"LATCHED: {state.reason} (activation #{state.activation_count})")
-            self.bell()
-            self.notify(state.reason or "Emergency stop", title="ESS LATCHED — trading blocked",
-                        severity="error", timeout=12)
-        elif key[0] == "unavailable":
-            self.log_event(now, "WARN", f"STATE UNAVAILABLE: {view.unavailable}")
-            self.bell()
-            self.notify(f"{view.unavailable}", title="ESS state unavailable — treated as latched",
-                        severity="error", timeout=12)
-        elif key[0] == "armed" and previous is not None and previous[0] == "latched":
-            who = state.last_reset_by or "unknown"
-            self.log_event(state.last_reset_at or now, "RESET", f"reset by {who}: ARMED")
-            self.notify(f"Reset by {who}. Trading is allowed again.", title="ESS ARMED")
-            self._progress = None
-
-    def _log_band_changes(self, view: EngineView) -> None:
-        for evaluation in view.evaluations:
-            band = evaluation.band
-            before = self._bands.get(evaluation.name)
-            self._bands[evaluation.name] = band
-            if before is None or before == band:
-                continue
-            detail = evaluation.error or evaluation.reason or evaluation.reading
-            self.log_event(evaluation.checked_at, "BAND",
-                           f"{evaluation.name} {before.value.upper()} → {band.value.upper()}: {detail}")
+        if board.narrow:
+            self._draw_venue_line()
 
     # --- polling ---------------------------------------------------------------------------------
 
@@ -307,71 +259,28 @@ class ControlRoomApp(App[int]):
         self._tick()
 
     @work(group="venue-poll", exit_on_error=False)
-    async def _poll_venue(self) -> None:
-        if self._venue_busy or not self._engine_ready:
+    async def _poll_venue(self, fresh: bool = False) -> None:
+        """Redraw the venue panel; ``fresh`` reads the venue now instead of the last poll."""
+        if (self._venue_busy and not fresh) or not self._engine_ready:
             return
         self._venue_busy = True
         try:
-            view = await self.host.venue_view()
+            view = await self.host.venue_view(fresh=fresh)
         except Exception as exc:  # noqa: BLE001
             log.debug("venue read failed: %s", exc)
             return
         finally:
             self._venue_busy = False
-        self.dashboard.venue.show_venue(view)
-
-    # --- engine messages -------------------------------------------------------------------------
-
-    def on_engine_ready(self, message: messages.EngineReady) -> None:
-        self._engine_ready = True
-        kind = "the paper venue (drills: press ? for keys)" if message.paper else message.venue
-        self.log_event(self.clock(), "INFO", f"engine started: watching {kind}")
-        self._tick()
-        self._poll_venue()
-
-    def on_engine_failed(self, message: messages.EngineFailed) -> None:
-        self.log_event(self.clock(), "WARN", f"the engine could not start: {message.error}")
-        self._tick()
-
-    def on_latched(self, message: messages.Latched) -> None:
-        if isinstance(self.screen, StopModal) and self.screen.latching:
-            # Our own stop: redrawing the dashboard now would compete with the engine thread
-            # for the interpreter while it makes the latch durable. The next tick draws it.
+        self._venue = view
+        if not self.screen_stack:
             return
-        self._tick()
+        self.dashboard.venue.show_venue(view)
+        self._draw_venue_line()
 
-    def on_reset(self, message: messages.Reset) -> None:
-        self._tick()
-        self._poll_venue()
-
-    def on_flatten_progress(self, message: messages.FlattenProgress) -> None:
-        event = message.event
-        self._progress = f"{event.step}: {event.message}"
-        kind = "VENUE" if event.error else "FLAT"
-        text = f"{event.step} (attempt {event.attempt}): {event.message}"
-        if event.error:
-            text += f" — {event.error}"
-        self.log_event(event.timestamp, kind, text)
-
-    def on_flatten_done(self, message: messages.FlattenDone) -> None:
-        report = message.report
-        self._progress = None
-        done = f"cancelled {report.orders_canceled} orders, closed {report.positions_closed} positions"
-        if report.flat:
-            self.log_event(message.at, "FLAT", f"venue flat: {done}")
-        else:
-            still = ", ".join([*report.remaining_positions, *report.remaining_orders]) or "unknown"
-            self.log_event(message.at, "VENUE",
-                           f"NOT flat after {report.attempts} attempts: {done}; still open: {still}; "
-                           f"last error: {report.last_error or '—'}")
-            self.notify(f"Still open: {still}", title="Venue NOT flat", severity="error", timeout=12)
-        self._tick()
-        self._poll_venue()
-
-    def on_engine_warning(self, message: messages.EngineWarning) -> None:
-        event = message.event
-        kind = "VENUE" if event.source == "venue" else "WARN"
-        self.log_event(event.timestamp, kind, f"{event.source}: {event.message}")
+    def _draw_venue_line(self) -> None:
+        view = self.host.view()
+        self.dashboard.venue_line.update(venue_line(
+            self._venue, view.latched, view.flattening, view.last_report))
 
     # --- actions ---------------------------------------------------------------------------------
 
@@ -379,15 +288,38 @@ class ControlRoomApp(App[int]):
         """Open the manual stop (from any screen); a second press while it is open does nothing."""
         if any(isinstance(s, StopModal) for s in self.screen_stack):
             return
-        self.push_screen(StopModal(blink=not self.frozen), self._after_stop)
+        self._stop_flow()
 
-    def _after_stop(self, state: EmergencyState | None) -> None:
-        if state is None:
+    @work(group="manual-stop", exit_on_error=False)
+    async def _stop_flow(self) -> None:
+        """Ask for the reason (the modal), then latch. The modal's result wakes this worker as it
+        dismisses, so the latch is handed to the engine before any redraw."""
+        before = self.host.view().state
+        reason = await self.push_screen_wait(StopModal(blink=not self.frozen))
+        if reason is None:
             return
+        self._latching = True
+        try:
+            await self.host.manual_stop(reason, self.operator)
+        except Exception as exc:  # noqa: BLE001 - the operator must see it and try again
+            self.log_event(self.clock(), "WARN", f"STOP could NOT be recorded: {exc}")
+            self.notify(f"{type(exc).__name__}: {exc}. Try again; if it keeps failing, use "
+                        "`ess-tui activate` or stop trading at the venue.",
+                        title="STOP NOT recorded — not latched", severity="error", timeout=20)
+            return
+        finally:
+            self._latching = False
+        if before.active:
+            since = f"{fmt.date_time(before.timestamp)}, activation #{before.activation_count}"
+            self.log_event(self.clock(), "LATCH",
+                           f"STOP while already latched since {since}: audited as an extra trigger")
+            self.notify(f"Already latched since {since}. This stop is audited as an extra trigger.",
+                        title="Already latched", severity="warning", timeout=10)
         if getattr(self.host.view(), "not_durable", None):
             self.notify("The latch is held in memory only: the store refused the write.",
                         title="Latch NOT durable", severity="error", timeout=15)
         self._tick()
+        self._poll_venue()
 
     def action_reset(self) -> None:
         view = self.host.view()
@@ -401,6 +333,9 @@ class ControlRoomApp(App[int]):
     def _after_reset(self, state: EmergencyState | None) -> None:
         self._tick()
         self._poll_venue()
+
+    def action_toggle_log(self) -> None:
+        self.dashboard.toggle_log()
 
     def action_audit(self) -> None:
         if not isinstance(self.screen, AuditScreen):

@@ -58,3 +58,10 @@ def money(value: float | None) -> str:
     if value is None:
         return "—"
     return f"{value:,.2f}"
+
+
+def signed_money(value: float | None) -> str:
+    """``+1,234.50`` / ``-87.20``; an em dash for unknown."""
+    if value is None:
+        return "—"
+    return f"{value:+,.2f}"

@@ -25,7 +25,9 @@ from ess_tui.engine.state import (
 from ess_tui.engine.store import AuditRecord, AuditVerification, NotLatchedError
 from ess_tui.engine.venue import Order, Position
 from ess_tui.tui import messages
-from ess_tui.tui.engine_host import DRILLS, EngineHost, EngineView, VenueView
+from ess_tui.runtime.drills import DRILLS
+from ess_tui.runtime.panel import VenueSnapshot
+from ess_tui.tui.engine_host import EngineHost, EngineView
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -109,6 +111,7 @@ class ScenarioHost(EngineHost):
         self.two_person = two_person
         self._app: App[Any] | None = None
         self.evaluations = evaluations(world)
+        self.version = 1
         positions, orders = demo_book()
         self.audit_rows: list[AuditRecord] = []
         self._audit(LATCHED_AT - timedelta(days=1, hours=3), "activate", "ess",
@@ -127,12 +130,12 @@ class ScenarioHost(EngineHost):
                                         venue_calls=12)
             self._audit(LATCHED_AT + timedelta(seconds=1), "flattened", "ess", None,
                         {"orders_canceled": 7, "positions_closed": 4, "flat": True, "attempts": 1})
-            self.venue = VenueView("paper", (), (), 87_960.12, True, None, NOW)
+            self.venue = VenueSnapshot("paper", (), (), 87_960.12, NOW)
         else:
             self.state = EmergencyState(ESSStatus.INACTIVE, None, None, 1, "maria",
                                         LATCHED_AT - timedelta(days=1, hours=2))
             equity = 95_800.0 if world == "armed" else 91_400.0
-            self.venue = VenueView("paper", positions, orders, equity, False, None, NOW)
+            self.venue = VenueSnapshot("paper", positions, orders, equity, NOW)
 
     def _audit(self, at: datetime, action: str, actor: str, reason: str | None,
                details: dict[str, Any] | None = None) -> None:
@@ -156,8 +159,22 @@ class ScenarioHost(EngineHost):
             app.post_message(messages.FlattenDone(self.report, LATCHED_AT + timedelta(seconds=1)))
 
     def view(self) -> EngineView:
-        return EngineView(state=self.state, evaluations=self.evaluations, version=1,
+        return EngineView(state=self.state, evaluations=self.evaluations, version=self.version,
                           last_report=self.report)
+
+    async def rebaseline(self, kind: str, actor: str, reason: str) -> dict[str, Any]:
+        if kind == "loss":
+            details: dict[str, Any] = {
+                "kind": kind, "old": {"day_start_equity": 100_000.0, "peak_equity": 102_400.0},
+                "new": {"day_start_equity": 87_960.12, "peak_equity": 87_960.12}}
+            self.evaluations = tuple(
+                _ev("Drawdown", 0.0, "daily PnL 0.00% of -10.00% · drawdown 0.00% of 25.00%")
+                if e.name == "Drawdown" else e for e in self.evaluations)
+        else:
+            details = {"kind": kind, "old": None, "new": NOW.isoformat()}
+        self.version += 1
+        self._audit(NOW, "rebaseline", actor, reason, details)
+        return details
 
     async def manual_stop(self, reason: str, actor: str) -> EmergencyState:
         if not self.state.active:
@@ -168,16 +185,18 @@ class ScenarioHost(EngineHost):
                 self._app.post_message(messages.Latched(self.state, True))
         return self.state
 
-    async def check_reset(self, operator: str, *, approver: str | None, override: str | None,
-                          venue_flat: bool | None) -> dict[str, Any]:
-        return {"via": "control-room", **({"approver": approver} if approver else {})}
-
-    async def reset(self, reset_by: str, note: str | None, details: dict[str, Any]) -> EmergencyState:
+    async def reset(
+        self, reset_by: str, note: str | None, *, approver: str | None = None,
+        override: str | None = None, expected_activation: int | None = None,
+        venue_flat: bool | None = None, details: dict[str, Any] | None = None,
+    ) -> EmergencyState:
         if not self.state.active:
             raise NotLatchedError("the ESS is not latched")
         self.state = replace(self.state, status=ESSStatus.INACTIVE, reason=None,
                              last_reset_by=reset_by, last_reset_at=NOW)
-        self._audit(NOW, "reset", reset_by, note, details)
+        self._audit(NOW, "reset", reset_by, note, {
+            **(details or {}), "via": "tui", **({"approver": approver} if approver else {}),
+            **({"override": override} if override else {})})
         if self._app is not None:
             self._app.post_message(messages.Reset(self.state, reset_by, note))
         return self.state
@@ -192,7 +211,7 @@ class ScenarioHost(EngineHost):
     async def verify_audit(self) -> AuditVerification:
         return AuditVerification(ok=True, rows=len(self.audit_rows))
 
-    async def venue_view(self) -> VenueView:
+    async def venue_view(self, fresh: bool = False) -> VenueSnapshot:
         return self.venue
 
     async def drill(self, name: str, actor: str | None = None) -> str:
@@ -208,7 +227,10 @@ Steps = Callable[["Pilot[Any]"], Awaitable[None]]
 async def settle(pilot: Pilot[Any]) -> None:
     """Let messages, workers and layout finish."""
     await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
+    # the STOP flow's worker waits on its modal: not part of settling
+    waiting = [w for w in pilot.app.workers if w.group != "manual-stop"]
+    if waiting:  # (an empty list would mean "every worker")
+        await pilot.app.workers.wait_for_complete(waiting)
     await pilot.pause()
 
 
@@ -269,6 +291,8 @@ async def _reset_to(step: int, pilot: Pilot[Any]) -> None:
         await next_step(pilot)
         await type_into(pilot, "#override", "loss realised and accepted by the desk head")
     if step >= 3:
+        pilot.app.screen._rebaseline("loss")  # type: ignore[attr-defined]
+        await settle(pilot)
         await next_step(pilot)
         for box in pilot.app.screen.query(Checkbox):
             box.value = True
@@ -309,6 +333,7 @@ class Scenario:
     steps: Steps
     theme: str = "dark"
     caption: str = ""
+    size: tuple[int, int] = SIZE
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -318,7 +343,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("stop-modal", "armed", _stop_modal, caption="Manual stop: a reason and STOP in full"),
     Scenario("reset-1-review", "latched", _reset_step(1), caption="Guided reset (a): what happened"),
     Scenario("reset-2-checks", "latched", _reset_step(2),
-             caption="Guided reset (b): live checks; a failed check needs an override reason"),
+             caption="Guided reset (b): live checks name what would fire again; re-baseline offered"),
     Scenario("reset-3-attest", "latched", _reset_step(3), caption="Guided reset (c): attestations"),
     Scenario("reset-4-operator", "latched", _reset_step(4), caption="Guided reset (d): operator and note"),
     Scenario("reset-5-confirm", "latched", _reset_step(5), caption="Guided reset (e): RESET in full"),
@@ -330,6 +355,19 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("theme-colour-blind-safe", "warning", _nothing, theme="colour-blind-safe",
              caption="Colour-blind-safe theme (no red/green pair carries meaning)"),
 )
+
+#: The same worlds on the desk's other terminals: 80×24 (narrow) and 200×50 (wide).
+SIZED: tuple[Scenario, ...] = tuple(
+    Scenario(f"{name}-{w}x{h}", world, steps, caption=f"{caption} ({w}×{h})", size=(w, h))
+    for w, h in ((80, 24), (200, 50))
+    for name, world, steps, caption in (
+        ("armed", "armed", _nothing, "Armed"),
+        ("warning", "warning", _nothing, "WARN band"),
+        ("latched", "latched", _nothing, "Latched"),
+        ("reset", "latched", _reset_step(2), "Guided reset: live checks"),
+    )
+)
+SCENARIOS = SCENARIOS + SIZED
 
 BY_NAME = {s.name: s for s in SCENARIOS}
 

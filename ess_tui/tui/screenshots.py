@@ -13,14 +13,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ess_tui.tui.scenarios import SCENARIOS, SIZE, Scenario, build_app
+from ess_tui.tui.scenarios import SCENARIOS, Scenario, build_app
 
 
 def render(scenario: Scenario) -> str:
     """The scenario's screen as an SVG string."""
     from textual._doc import take_svg_screenshot
 
-    return take_svg_screenshot(app=build_app(scenario), terminal_size=SIZE,
+    return take_svg_screenshot(app=build_app(scenario), terminal_size=scenario.size,
                                run_before=scenario.steps)
 
 

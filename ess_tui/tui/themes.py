@@ -9,7 +9,8 @@ A theme is a TOML file::
     primary = "#3B82F6"
     [variables]     # ess-tui's own: band-ok, band-warn, band-fire, band-error, band-unknown,
                     # banner-armed-background, banner-armed-foreground, banner-latched-background,
-                    # banner-latched-foreground, banner-latched-dim-background (all optional)
+                    # banner-latched-foreground, banner-latched-dim-background,
+                    # banner-latched-dim-foreground (all optional)
 
 Shipped themes live in the top-level ``themes/`` folder, packaged into the wheel as ``ess_tui.themes``
 (so a plain ``pip install .`` has them); users drop their own into ``<user config dir>/ess-tui/themes/``. A user file with a shipped
@@ -53,7 +54,31 @@ def variable_defaults(colors: dict[str, str], dark: bool) -> dict[str, str]:
         "banner-latched-background": error,
         "banner-latched-foreground": "#FFFFFF",
         "banner-latched-dim-background": colors.get("panel", "#450A0A" if dark else "#FECACA"),
+        "banner-latched-dim-foreground": "#FFFFFF",
     }
+
+
+def theme_colours(theme: Theme) -> dict[str, str]:
+    """The resolved colours of ``theme`` as ``#RRGGBB`` (Textual's generated ones and ours)."""
+    generated = theme.to_color_system().generate()
+    out: dict[str, str] = {}
+    for key, value in {**generated, **theme.variables}.items():
+        text = str(value)
+        if text.startswith("#") and len(text) in (4, 7, 9):
+            out[key] = text[:7]
+    return out
+
+
+def contrast_problems(themes: dict[str, Theme]) -> list[str]:
+    """One line per theme whose banner or band words fall under WCAG AA, in either flash phase."""
+    from ess_tui.tui.contrast import failures
+
+    problems = []
+    for name, theme in themes.items():
+        bad = failures(theme_colours(theme))
+        if bad:
+            problems.append(f"theme {name!r} is hard to read (WCAG AA 4.5:1): " + "; ".join(bad))
+    return problems
 
 
 #: Fallbacks the app hands Textual so the stylesheet always parses.
@@ -86,6 +111,9 @@ def theme_from_mapping(data: dict[str, Any], *, source: str) -> Theme:
         raise ValueError(f"{source}: [variables] must be a table")
     dark = bool(data.get("dark", True))
     merged = {**variable_defaults(colors, dark), **{str(k): str(v) for k, v in variables.items()}}
+    # The flash's off phase keeps the latched text colour unless the theme gives its own.
+    if "banner-latched-dim-foreground" not in variables:
+        merged["banner-latched-dim-foreground"] = merged["banner-latched-foreground"]
     theme = Theme(
         name=name.strip(),
         dark=dark,

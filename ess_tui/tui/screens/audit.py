@@ -13,7 +13,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from ess_tui.tui import format as fmt
-from ess_tui.tui.screens.reset import describe_row
+from ess_tui.tui.base import host as host_of
+from ess_tui.tui.screens.reset_parts import describe_row
 
 #: Actions drawn in bold in the table: the ones that change the latch.
 LATCH_ACTIONS = {"activate", "reset", "extra_trigger", "flatten_failed", "drill"}
@@ -57,7 +58,7 @@ class AuditScreen(Screen[None]):
 
     @work(exclusive=True, group="audit-load")
     async def _load(self) -> None:
-        host = self.app.host  # type: ignore[attr-defined]
+        host = host_of(self)
         verify = self.query_one("#audit-verify", Static)
         table = self.query_one(DataTable)
         try:

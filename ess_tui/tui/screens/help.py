@@ -11,6 +11,9 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from ess_tui.runtime.drills import DRILLS
+from ess_tui.tui.base import room
+
 
 class HelpScreen(ModalScreen[None]):
     """Keys and drills."""
@@ -31,8 +34,8 @@ class HelpScreen(ModalScreen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        app = self.app
-        rows: list[tuple[str, str, str]] = app.key_help()  # type: ignore[attr-defined]
+        app = room(self)
+        rows = app.key_help()
         keys = Table(box=None, pad_edge=False, expand=True)
         keys.add_column("Key", style="bold", no_wrap=True, width=14)
         keys.add_column("Does", ratio=2)
@@ -41,8 +44,6 @@ class HelpScreen(ModalScreen[None]):
         drills.add_column("Key", style="bold", no_wrap=True, width=14)
         drills.add_column("Drill", ratio=2)
         drills.add_column("Binding id", style="dim", no_wrap=True)
-        from ess_tui.tui.engine_host import DRILLS
-
         for key, text, binding_id in rows:
             if binding_id.startswith("drill-"):
                 drills.add_row(key, DRILLS.get(binding_id[len("drill-"):], text), binding_id)
@@ -51,7 +52,7 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll():
             yield Static("Keys", classes="help-title")
             yield Static(keys)
-            if app.host.is_paper:  # type: ignore[attr-defined]
+            if app.host.is_paper:
                 yield Static("Drills (paper venue only; each is audited as a drill)",
                              classes="help-title -drills")
                 yield Static(drills)

@@ -8,14 +8,14 @@
 (e) ``RESET`` typed in full.
 
 The reset policy (``[reset]`` in ess.toml: who may reset, two-person rule, flat-or-override) is
-checked by :func:`ess_tui.engine.reset_policy.check_reset_allowed`, which audits refusals.
+enforced by the engine's ``controller.reset``, which audits refusals: this screen only collects the
+operator's input and passes it on.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -26,54 +26,20 @@ from textual.widgets import Button, Checkbox, ContentSwitcher, Footer, Input, La
 
 from ess_tui.engine.controller import os_user
 from ess_tui.engine.state import EmergencyState, clean_text
-from ess_tui.engine.store import AuditRecord, NotLatchedError
+from ess_tui.engine.store import NotLatchedError
 from ess_tui.tui import format as fmt
-from ess_tui.tui.engine_host import LiveCheck
-
-CONFIRM_WORD = "RESET"
-
-STEPS: tuple[tuple[str, str], ...] = (
-    ("review", "What happened"),
-    ("checks", "Live checks"),
-    ("attest", "Attestation"),
-    ("operator", "Operator"),
-    ("confirm", "Confirm"),
+from ess_tui.tui.base import host as host_of
+from ess_tui.tui.engine_host import REBASELINES, LiveCheck, refiring
+from ess_tui.tui.screens.reset_flow import ResetSteps
+from ess_tui.tui.screens.reset_parts import (
+    ATTESTATIONS,
+    CONFIRM_WORD,
+    STEPS,
+    activation_timeline,
+    timeline_table,
 )
 
-ATTESTATIONS: tuple[tuple[str, str], ...] = (
-    ("root_cause", "I found the root cause of this activation"),
-    ("fix_in_place", "A fix (or a decision not to fix, with reason) is in place"),
-    ("paper_checked", "I checked the fix on paper before resuming live trading"),
-)
-
-
-def activation_timeline(rows: list[AuditRecord]) -> list[AuditRecord]:
-    """Audit rows of the current activation, oldest first (from the newest ``activate`` row on)."""
-    timeline: list[AuditRecord] = []
-    for row in rows:  # newest first
-        timeline.append(row)
-        if row.action in ("activate", "latch", "latched"):
-            break
-    return list(reversed(timeline))
-
-
-def describe_row(row: AuditRecord) -> str:
-    """One line for an audit row: its reason, or its most telling details."""
-    if row.reason:
-        return row.reason
-    d = row.details or {}
-    if "orders_canceled" in d or "positions_closed" in d:
-        flat = {True: "flat", False: "NOT flat", None: "flat unknown"}.get(d.get("flat"), "")
-        return (f"cancelled {d.get('orders_canceled', 0)} orders, closed "
-                f"{d.get('positions_closed', 0)} positions, {flat}")
-    if "step" in d:
-        return f"step {d['step']}"
-    if "drill" in d:
-        return f"drill {d['drill']}"
-    return ", ".join(f"{k}={v}" for k, v in list(d.items())[:3])
-
-
-class ResetScreen(Screen[EmergencyState | None]):
+class ResetScreen(ResetSteps, Screen[EmergencyState | None]):
     """The guided reset. Dismisses with the armed state after a reset, or None if abandoned."""
 
     DEFAULT_CSS = """
@@ -82,6 +48,7 @@ class ResetScreen(Screen[EmergencyState | None]):
     ResetScreen ContentSwitcher { height: 1fr; border: round $secondary; padding: 0 1;
                                   margin: 0 2; }
     ResetScreen #checks-list { height: auto; margin-bottom: 1; }
+    ResetScreen #rebaseline-box { height: auto; }
     ResetScreen #review-flatten { margin-top: 1; }
     ResetScreen ContentSwitcher > VerticalScroll { height: 1fr; }
     ResetScreen .step-lead { margin-bottom: 1; }
@@ -109,6 +76,8 @@ class ResetScreen(Screen[EmergencyState | None]):
         self._blink = blink
         self._busy = False
         self.checks: list[LiveCheck] = []
+        #: The re-baselines the operator chose in this reset (audit details, old and new).
+        self.rebaselined: list[dict[str, Any]] = []
         self.actor = os_user()
 
     def on_screen_resume(self) -> None:
@@ -127,6 +96,7 @@ class ResetScreen(Screen[EmergencyState | None]):
             with VerticalScroll(id="step-checks"):
                 yield Static("The ESS checks the world again, now:", classes="step-lead")
                 yield Vertical(Static("Running checks…"), id="checks-list")
+                yield Vertical(id="rebaseline-box")
                 yield Button("Run the checks again", id="checks-rerun")
                 yield Label("A check failed: write why resetting anyway is safe (override reason)",
                             id="override-label")
@@ -164,7 +134,7 @@ class ResetScreen(Screen[EmergencyState | None]):
         self.query_one("#operator-name", Input).value = self.actor
         for field in self.query(Input):
             field.cursor_blink = self._blink
-        two_person = bool(getattr(self.app.host, "two_person", False))  # type: ignore[attr-defined]
+        two_person = host_of(self).two_person
         self.query_one("#approver-label").display = two_person
         self.query_one("#approver").display = two_person
         self._show_step()
@@ -202,7 +172,7 @@ class ResetScreen(Screen[EmergencyState | None]):
 
     @work(group="reset-load")
     async def _start(self) -> None:
-        host = self.app.host  # type: ignore[attr-defined]
+        host = host_of(self)
         state = self.state
         self.query_one("#review-summary", Static).update(Text.assemble(
             ("Reason: ", "bold"), state.reason or "—", "\n",
@@ -219,15 +189,8 @@ class ResetScreen(Screen[EmergencyState | None]):
             self.query_one("#review-timeline", Static).update(f"Timeline unavailable: {exc}")
             rows = []
         timeline = activation_timeline(rows) if rows else []
-        table = Table(box=None, show_header=True, header_style="bold", pad_edge=False, expand=True)
-        table.add_column("Time (UTC)", no_wrap=True, width=19)
-        table.add_column("Action", no_wrap=True, width=16)
-        table.add_column("Who", no_wrap=True, width=16)
-        table.add_column("What", ratio=1)
-        for row in timeline[-14:]:
-            table.add_row(fmt.date_time(row.at)[:19], row.action, row.actor, describe_row(row))
         if timeline:
-            self.query_one("#review-timeline", Static).update(table)
+            self.query_one("#review-timeline", Static).update(timeline_table(timeline))
         report = host.view().last_report
         if report is not None:
             flat = {True: "the venue is verified flat", False: "the venue is NOT flat",
@@ -246,7 +209,7 @@ class ResetScreen(Screen[EmergencyState | None]):
         await box.remove_children()
         await box.mount(Static("Running checks…"))
         try:
-            self.checks = await self.app.host.live_checks()  # type: ignore[attr-defined]
+            self.checks = await host_of(self).live_checks()
         except Exception as exc:  # noqa: BLE001 - a check that cannot run has failed
             self.checks = [LiveCheck("Checks", False, f"could not run: {exc}")]
         lines = []
@@ -256,71 +219,35 @@ class ResetScreen(Screen[EmergencyState | None]):
             lines.append(Static(text, classes="check-ok" if check.ok else "check-bad"))
         await box.remove_children()
         await box.mount_all(lines)
+        offers = []
+        for name in refiring(self.checks):
+            if name in REBASELINES:
+                kind, text = REBASELINES[name]
+                offers.append(Button(f"Re-baseline {name}: {text}", id=f"rebase-{kind}",
+                                     classes="rebase", variant="warning"))
+        box = self.query_one("#rebaseline-box", Vertical)
+        await box.remove_children()
+        if offers:
+            await box.mount_all(offers)
         failed = self.failed_checks
         self.query_one("#override-label").display = bool(failed)
         self.query_one("#override").display = bool(failed)
         if failed and self.step_name == "checks":
             self.query_one("#override", Input).focus()
 
-    @property
-    def failed_checks(self) -> list[LiveCheck]:
-        return [c for c in self.checks if not c.ok]
+    @on(Button.Pressed, ".rebase")
+    def _rebase_pressed(self, event: Button.Pressed) -> None:
+        kind = (event.button.id or "").removeprefix("rebase-")
+        self._rebaseline(kind)
 
     @on(Button.Pressed, "#checks-rerun")
     def _rerun(self) -> None:
         self._run_checks()
 
-    # --- step (e): summary ------------------------------------------------------------------------
-
-    def _fill_summary(self) -> None:
-        name = clean_text(self.query_one("#operator-name", Input).value, limit=120)
-        note = clean_text(self.query_one("#operator-note", Input).value)
-        override = clean_text(self.query_one("#override", Input).value)
-        lines = [
-            f"Reset by {name}. Note: {note or '—'}",
-            "Checks: " + ", ".join(f"{c.name} {'pass' if c.ok else 'FAIL'}" for c in self.checks),
-        ]
-        if self.failed_checks:
-            lines.append(f"Override: {override}")
-        lines.append("After the reset the ESS is ARMED and trading is allowed again.")
-        self.query_one("#confirm-summary", Static).update("\n".join(lines))
-
     # --- navigation -------------------------------------------------------------------------------
 
     def _error(self, message: str) -> None:
         self.query_one("#reset-error", Static).update(Text(message))
-
-    def _validate(self) -> tuple[str | None, dict[str, Any]]:
-        """Why the current step cannot be left forwards (None = it can), and its audit details."""
-        name = self.step_name
-        details: dict[str, Any] = {"step": name}
-        if name == "checks":
-            if not self.checks:
-                return "The checks have not finished yet.", details
-            details["checks"] = {c.name: c.ok for c in self.checks}
-            if self.failed_checks:
-                override = clean_text(self.query_one("#override", Input).value)
-                if not override:
-                    return ("A check failed: write an override reason to go on, "
-                            "or fix the cause and run the checks again."), details
-                details["override"] = override
-        elif name == "attest":
-            missing = [text for key, text in ATTESTATIONS
-                       if not self.query_one(f"#attest-{key}", Checkbox).value]
-            if missing:
-                return f"Not attested: {missing[0]}.", details
-            details["attested"] = [key for key, _ in ATTESTATIONS]
-        elif name == "operator":
-            operator = clean_text(self.query_one("#operator-name", Input).value, limit=120)
-            if not operator:
-                return "Give the operator's name.", details
-            details["operator"] = operator
-            if self.query_one("#approver").display:
-                approver = clean_text(self.query_one("#approver", Input).value, limit=120)
-                if not approver:
-                    return "The two-person rule needs a second approver.", details
-                details["approver"] = approver
-        return None, details
 
     @on(Button.Pressed, "#reset-next")
     @on(Input.Submitted, "#override, #operator-name, #operator-note, #approver")
@@ -339,8 +266,7 @@ class ResetScreen(Screen[EmergencyState | None]):
         self._busy = True
         try:
             operator = clean_text(self.query_one("#operator-name", Input).value, limit=120)
-            await self.app.host.audit("reset_step", operator or self.actor,  # type: ignore[attr-defined]
-                                      details=details)
+            await host_of(self).audit("reset_step", operator or self.actor, details=details)
         except Exception as exc:  # noqa: BLE001
             self._error(f"could not write the audit trail: {exc}; the reset cannot go on")
             return
@@ -372,7 +298,7 @@ class ResetScreen(Screen[EmergencyState | None]):
         if self._busy:
             return
         self._busy = True
-        host = self.app.host  # type: ignore[attr-defined]
+        host = host_of(self)
         operator = clean_text(self.query_one("#operator-name", Input).value, limit=120)
         note = clean_text(self.query_one("#operator-note", Input).value) or None
         approver = clean_text(self.query_one("#approver", Input).value, limit=120) or None
@@ -380,21 +306,34 @@ class ResetScreen(Screen[EmergencyState | None]):
         venue_ok = next((c.ok for c in self.checks if c.name == "Venue flat"), None)
         self.query_one("#reset-go", Button).disabled = True
         try:
-            policy = await host.check_reset(
-                operator, approver=approver if self.query_one("#approver").display else None,
-                override=override if self.failed_checks else None, venue_flat=venue_ok,
-            )
+            still = refiring(await host.live_checks())
+        except Exception as exc:  # noqa: BLE001 - a check that cannot run has failed
+            still = [f"the checks could not run ({exc})"]
+        if still:
+            why = f"{', '.join(still)} would fire again the moment the ESS is armed"
+            try:
+                await host.audit("reset_refused", operator or self.actor, reason=why,
+                                 details={"via": "tui", "refires": still})
+            finally:
+                self._busy = False
+                self._error(f"Reset refused: {why}. Re-baseline or fix it, then run the checks again.")
+                self.query_one("#reset-go", Button).disabled = False
+            return
+        try:
             details: dict[str, Any] = {
-                **policy,
-                "via": "control-room",
                 "checks": {c.name: c.ok for c in self.checks},
                 "attested": [key for key, _ in ATTESTATIONS],
                 # the activation this operator reviewed: a newer one is never reset unseen
                 "reviewed_activation": self.state.activation_count,
+                "rebaselined": self.rebaselined,
             }
-            if override and self.failed_checks:
-                details["override"] = override
-            state = await host.reset(operator, note, details)
+            state = await host.reset(
+                operator, note,
+                approver=approver if self.query_one("#approver").display else None,
+                override=override if self.failed_checks else None,
+                expected_activation=self.state.activation_count,
+                venue_flat=venue_ok, details=details,
+            )
         except NotLatchedError:
             self.app.notify("The ESS is not latched any more (reset elsewhere).", title="Nothing to reset")
             self.dismiss(None)
@@ -416,7 +355,7 @@ class ResetScreen(Screen[EmergencyState | None]):
             return
         self._busy = True
         try:
-            await self.app.host.audit(  # type: ignore[attr-defined]
+            await host_of(self).audit(
                 "reset_abandoned", self.actor, reason=why, details={"step": self.step_name},
             )
         except Exception as exc:  # noqa: BLE001 - leaving is always allowed; say it was not recorded

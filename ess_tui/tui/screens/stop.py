@@ -1,16 +1,15 @@
 """The manual stop: a modal that asks for a reason and for ``STOP`` typed in full.
 
 Anything but exactly ``STOP`` cannot confirm; Escape cancels and nothing is written. On confirm the
-modal waits until the latch is durable (the engine returns only then), and closes with the state.
+modal closes with the reason and the app latches (see ``ControlRoomApp._after_stop``): the modal
+never calls the engine itself.
 """
 
 from __future__ import annotations
 
-import asyncio
-
 from typing import ClassVar
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -18,13 +17,21 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from ess_tui.engine.controller import os_user
-from ess_tui.engine.state import EmergencyState, clean_text
+from ess_tui.engine.state import clean_text
 
 CONFIRM_WORD = "STOP"
 
+#: The spec's reasons for a manual stop, one key each (free text stays possible).
+REASONS: tuple[tuple[str, str], ...] = (
+    ("1", "suspicious activity"),
+    ("2", "security concern"),
+    ("3", "regulatory"),
+    ("4", "operational issue"),
+)
 
-class StopModal(ModalScreen[EmergencyState | None]):
-    """Fire the emergency stop by hand. Dismisses with the durable state, or None if cancelled."""
+
+class StopModal(ModalScreen[str | None]):
+    """Fire the emergency stop by hand. Dismisses with the reason, or None if cancelled."""
 
     DEFAULT_CSS = """
     StopModal { align: center middle; background: $background 60%; }
@@ -38,10 +45,15 @@ class StopModal(ModalScreen[EmergencyState | None]):
     StopModal #stop-status { color: $text-muted; height: auto; }
     StopModal Horizontal { height: auto; margin-top: 1; align-horizontal: right; }
     StopModal Button { margin-left: 2; }
+    StopModal #stop-reasons { align-horizontal: left; }
+    StopModal #stop-reasons Button { margin: 0 2 0 0; min-width: 8; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="stop-cancel", tooltip="Close without stopping"),
+        *[Binding(key, f"reason({i})", text, id=f"stop-reason-{key}", show=False,
+                  tooltip=f"Reason: {text} (not while typing in a field)")
+          for i, (key, text) in enumerate(REASONS)],
     ]
 
     def __init__(self, *, actor: str | None = None, blink: bool = True) -> None:
@@ -57,7 +69,11 @@ class StopModal(ModalScreen[EmergencyState | None]):
                 "Latches the ESS now: every order is cancelled, every position closed "
                 "(reduce-only), and trading stays blocked until an audited reset."
             )
-            yield Label("Reason (recorded in the audit trail)")
+            with Horizontal(id="stop-reasons"):
+                for i, (key, text) in enumerate(REASONS):
+                    yield Button(f"{key} {text.split()[0]}", id=f"stop-pick-{i}", classes="stop-pick",
+                                 compact=True)
+            yield Label("Reason (recorded in the audit trail): press 1–4 above, or type it")
             yield Input(placeholder="e.g. suspicious fills on BTC/USDT", id="stop-reason",
                         max_length=500)
             yield Label(f"Type {CONFIRM_WORD} in full to confirm")
@@ -75,7 +91,23 @@ class StopModal(ModalScreen[EmergencyState | None]):
             f"Operator: {self.actor} · Escape cancels, nothing is written")
         for field in self.query(Input):
             field.cursor_blink = self._blink
-        self.query_one("#stop-reason", Input).focus()
+        self.query_one("#stop-pick-0", Button).focus()
+
+    def action_reason(self, index: int) -> None:
+        """One-key reason: fill it in and go to the confirmation field."""
+        if self._busy or not 0 <= index < len(REASONS):
+            return
+        self.query_one("#stop-reason", Input).value = REASONS[index][1]
+        self.query_one("#stop-confirm", Input).focus()
+
+    @on(Button.Pressed, ".stop-pick")
+    def _picked(self, event: Button.Pressed) -> None:
+        self.action_reason(int((event.button.id or "-1").rsplit("-", 1)[-1]))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "reason" and isinstance(self.focused, Input):
+            return False  # typing a digit into a field types it
+        return True
 
     def _can_confirm(self) -> bool:
         confirm = self.query_one("#stop-confirm", Input).value
@@ -106,42 +138,10 @@ class StopModal(ModalScreen[EmergencyState | None]):
         if confirm != CONFIRM_WORD:
             error.update(f"Type {CONFIRM_WORD} exactly (capitals, nothing else) to confirm.")
             return
-        self._latch(reason)
+        self._busy = True
+        self.dismiss(reason)
 
     @on(Button.Pressed, "#stop-cancel-button")
     def action_cancel(self) -> None:
         if not self._busy:
             self.dismiss(None)
-
-    @property
-    def latching(self) -> bool:
-        """True from Enter until the latch is durable (or refused)."""
-        return self._busy
-
-    @work(exclusive=True, group="manual-stop")
-    async def _latch(self, reason: str) -> None:
-        self._busy = True
-        # Hand the stop to the engine before touching the screen: the latch must not wait for
-        # a redraw. The task runs up to its hand-over at the sleep(0) below.
-        stopping = asyncio.ensure_future(
-            self.app.host.manual_stop(reason, self.actor)  # type: ignore[attr-defined]
-        )
-        await asyncio.sleep(0)
-        self.query_one("#stop-go", Button).disabled = True
-        for field in self.query(Input):
-            field.disabled = True
-        self.query_one("#stop-status", Static).update("Latching… (waiting until the latch is durable)")
-        try:
-            state = await stopping
-        except Exception as exc:  # noqa: BLE001 - the operator must see it and try again
-            self._busy = False
-            for field in self.query(Input):
-                field.disabled = False
-            self.query_one("#stop-error", Static).update(
-                f"The stop could NOT be recorded: {type(exc).__name__}: {exc}. "
-                "Try again; if it keeps failing, use `ess-tui activate` or stop trading at the venue."
-            )
-            self.query_one("#stop-status", Static).update("Not latched.")
-            self.query_one("#stop-go", Button).disabled = not self._can_confirm()
-            return
-        self.dismiss(state)

@@ -31,13 +31,16 @@ class Banner(Static):
         background: $banner-latched-background;
         color: $banner-latched-foreground;
     }
+    Banner.-unwatched { background: $band-warn; color: $background; }
     Banner.-latched.-dim, Banner.-unavailable.-dim {
         background: $banner-latched-dim-background;
+        color: $banner-latched-dim-foreground;
     }
     """
 
     mode: reactive[str] = reactive("starting")
-    """``armed``, ``latched``, ``unavailable`` or ``starting``; set as the CSS class ``-<mode>``."""
+    """``armed``, ``unwatched`` (armed, but no runner holds the lease), ``latched``,
+    ``unavailable`` or ``starting``; set as the CSS class ``-<mode>``."""
 
     dim: reactive[bool] = reactive(False)
     """The flash's off phase (only ever true while latched and not frozen)."""
@@ -58,8 +61,10 @@ class Banner(Static):
         """Advance the flash one phase (the app's flash timer calls this)."""
         self.dim = (not self.dim) if self.mode in ("latched", "unavailable") else False
 
-    def show(self, view: EngineView, now: datetime, *, venue: str, triggers: int) -> None:
-        """Redraw from the engine's state at ``now``."""
+    def show(self, view: EngineView, now: datetime, *, venue: str, triggers: int,
+             venue_confirmed: bool = True) -> None:
+        """Redraw from the engine's state at ``now``. ``venue_confirmed`` is False until the venue
+        panel has a book read after the flatten result (the banner never runs ahead of it)."""
         state = view.state
         if view.unavailable is not None:
             self.mode = "unavailable"
@@ -84,10 +89,19 @@ class Banner(Static):
                 tail.append(" · flattening…")
             elif view.last_report is not None:
                 report = view.last_report
-                tail.append(" · venue flat" if report.flat else
-                            " · venue NOT flat" if report.flat is False else " · flat unknown")
+                if report.flat and not venue_confirmed:
+                    tail.append(" · flattened, re-reading the venue…")
+                else:
+                    tail.append(" · venue flat" if report.flat else
+                                " · venue NOT flat" if report.flat is False else " · flat unknown")
             if view.not_durable:
                 tail.append(f" · NOT DURABLE: {view.not_durable}", style="bold")
+        elif view.watched is False:
+            self.mode = "unwatched"
+            title = Text("▲ ARMED — NO RUNNER IS WATCHING", style="bold")
+            body = Text("No acting runner holds the lease: nothing evaluates the triggers or "
+                        f"would flatten {venue}. Start `ess-tui run`, or STOP.")
+            tail = Text(f"Activations so far: {state.activation_count}")
         else:
             self.mode = "armed"
             title = Text("● ARMED — trading allowed", style="bold")

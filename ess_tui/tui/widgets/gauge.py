@@ -49,7 +49,7 @@ class Gauge(Widget):
 
     DEFAULT_CSS = """
     Gauge {
-        height: 2;
+        height: auto;
         margin-bottom: 1;
     }
     Gauge > Horizontal { height: 1; }
@@ -59,7 +59,8 @@ class Gauge(Widget):
     Gauge .gauge-band { width: 7; text-align: center; text-style: bold;
                         background: $band-ok; color: $background; margin-left: 1; }
     Gauge .gauge-age { width: 1fr; text-align: right; color: $text-muted; }
-    Gauge .gauge-reading { height: 1; padding-left: 2; color: $text-muted; }
+    Gauge .gauge-reading { height: auto; padding-left: 2; color: $text-muted; }
+
     Gauge.-warn .gauge-bar { color: $band-warn; }
     Gauge.-warn .gauge-band { background: $band-warn; }
     Gauge.-fire .gauge-bar { color: $band-fire; }
@@ -99,7 +100,10 @@ class Gauge(Widget):
     def set_evaluation(self, evaluation: Evaluation, now: datetime | None = None) -> None:
         """Show ``evaluation``; ``now`` updates the age of the check."""
         self.evaluation = evaluation
+        self._now = now
         self.band = evaluation.band
+        if not self.query(".gauge-name"):
+            return  # mounted but not composed yet: on_mount draws the newest evaluation
         self.query_one(".gauge-name", Label).update(Text(evaluation.name, overflow="ellipsis"))
         proximity = evaluation.proximity
         self.query_one(".gauge-bar", Static).update(bar_text(proximity))
@@ -114,11 +118,13 @@ class Gauge(Widget):
             detail = evaluation.reading or "not triggered"
         else:
             detail = evaluation.reading
-        self.query_one(".gauge-reading", Label).update(Text(detail, overflow="ellipsis", no_wrap=True))
+        self.query_one(".gauge-reading", Label).update(Text(detail, overflow="ellipsis"))
         if now is not None:
             self.set_age(now)
 
     def set_age(self, now: datetime) -> None:
+        if not self.query(".gauge-age"):
+            return
         seconds = fmt.since(now, self.evaluation.checked_at)
         self.query_one(".gauge-age", Label).update(f"{fmt.age(seconds)} ago")
 

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Static
 
 from ess_tui.engine.state import FlattenReport
 from ess_tui.tui import format as fmt
-from ess_tui.tui.engine_host import VenueView
+from ess_tui.runtime.panel import VenueSnapshot, unrealised_pnl
 
 
 class VenuePanel(Vertical):
@@ -36,7 +36,8 @@ class VenuePanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("Reading the venue…", id="venue-summary")
-        table: DataTable[object] = DataTable(id="venue-table", cursor_type="none", zebra_stripes=True)
+        table: DataTable[object] = DataTable(id="venue-table", cursor_type="none", zebra_stripes=True,
+                                             cell_padding=0)
         table.can_focus = False
         yield table
         yield Static("", id="venue-flatten")
@@ -44,13 +45,14 @@ class VenuePanel(Vertical):
     def on_mount(self) -> None:
         self.border_title = "Venue"
         table = self.query_one(DataTable)
-        table.add_column("What", key="what", width=8)
+        table.add_column("What", key="what", width=9)
         table.add_column("Symbol", key="symbol", width=9)
         table.add_column("Side", key="side", width=5)
         table.add_column(Text("Size", justify="right"), key="size", width=8)
-        table.add_column(Text("Notional", justify="right"), key="notional", width=11)
+        table.add_column(Text("Notional", justify="right"), key="notional", width=10)
+        table.add_column(Text("uPnL", justify="right"), key="upnl", width=11)
 
-    def show_venue(self, view: VenueView) -> None:
+    def show_venue(self, view: VenueSnapshot) -> None:
         """Redraw positions and orders."""
         self.border_title = f"Venue · {view.venue}"
         table = self.query_one(DataTable)
@@ -58,14 +60,18 @@ class VenuePanel(Vertical):
         for p in view.positions:
             table.add_row("position", p.symbol, p.side,
                           Text(fmt.amount(p.amount), justify="right"),
-                          Text(fmt.money(p.notional), justify="right"))
+                          Text(fmt.money(p.notional), justify="right"),
+                          Text(fmt.signed_money(unrealised_pnl(p)), justify="right"))
         for o in view.orders:
             table.add_row(o.kind[:8], o.symbol, o.side,
                           Text(fmt.amount(o.amount), justify="right"),
-                          Text(fmt.money(o.notional) if o.price else "market", justify="right"))
+                          Text(fmt.money(o.notional) if o.price else "market", justify="right"),
+                          "")
         parts = [f"{len(view.positions)} positions, {len(view.orders)} open orders"]
         if view.equity is not None:
             parts.append(f"equity {fmt.money(view.equity)}")
+        if view.unrealised_pnl is not None:
+            parts.append(f"uPnL {fmt.signed_money(view.unrealised_pnl)}")
         if view.error:
             parts.append(f"venue error: {view.error}")
         elif view.flat is True:
@@ -107,3 +113,25 @@ class VenuePanel(Vertical):
         if report.fatal:
             lines.append("retrying cannot help: a person has to act on the venue")
         box.update("\n".join(lines))
+
+
+def one_line(view: VenueSnapshot | None, latched: bool, flattening: bool,
+             report: FlattenReport | None) -> Text:
+    """The venue in one line, for a narrow terminal: what is open, equity, uPnL, flatten state."""
+    if view is None:
+        return Text("Venue: reading…")
+    parts = [f"{view.venue}: {len(view.positions)} pos, {len(view.orders)} orders"]
+    if view.equity is not None:
+        parts.append(f"eq {fmt.money(view.equity)}")
+    if view.unrealised_pnl is not None:
+        parts.append(f"uPnL {fmt.signed_money(view.unrealised_pnl)}")
+    if view.error:
+        parts.append(f"error: {view.error}")
+    line = Text(" · ".join(parts))
+    if latched:
+        if flattening:
+            line.append(" · FLATTENING…", style="bold")
+        elif report is not None:
+            line.append(" · FLAT" if report.flat else " · NOT FLAT", style="bold")
+    line.append("   l: event log", style="dim")
+    return line
