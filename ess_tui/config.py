@@ -124,12 +124,9 @@ class ResetPolicy(BaseModel):
 
     def to_engine(self) -> Any:
         """The engine's plain ResetPolicy (the engine never sees pydantic)."""
-        from ess_tui.engine import reset_policy
+        from ess_tui.engine.reset_policy import ResetPolicy as EngineResetPolicy
 
-        engine_cls = getattr(reset_policy, "ResetPolicy", None)
-        if engine_cls is None or engine_cls is type(self):  # compatibility: engine not split yet
-            return self
-        return engine_cls(operators=tuple(self.operators), two_person=self.two_person)
+        return EngineResetPolicy(operators=tuple(self.operators), two_person=self.two_person)
 
 
 class Settings(BaseSettings):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import sys
 from typing import Any
 
@@ -33,32 +32,14 @@ def _confirm_reset(activation: int, reason: str | None) -> None:
         raise CliError("reset abandoned: RESET was not typed", EXIT_REFUSED)
 
 
-def _controller_enforces_policy() -> bool:
-    """True once the engine's controller.reset takes the operator's input and enforces the policy
-    itself (the contract); until then the CLI runs the old check. Compatibility shim."""
-    from ess_tui.engine.controller import EmergencyStopController
-
-    return "approver" in inspect.signature(EmergencyStopController.reset).parameters
-
-
 def _controller_kwargs(settings: Settings) -> dict[str, Any]:
-    from ess_tui.engine.controller import EmergencyStopController
-
-    params = inspect.signature(EmergencyStopController.__init__).parameters
-    policy = settings.reset.to_engine()
-    for name in ("reset_policy", "policy"):
-        if name in params:
-            return {name: policy}
-    if _controller_enforces_policy() and (settings.reset.operators or settings.reset.two_person):
-        # Fail closed: a controller that enforces a policy it was never given would let anyone reset.
-        raise CliError("cannot hand the [reset] policy to the controller (no reset_policy "
-                       "parameter): reset refused", EXIT_REFUSED)
-    return {}
+    """The configured reset policy, handed to the controller, which enforces it itself."""
+    return {"reset_policy": settings.reset.to_engine()}
 
 
 async def _review(settings: Settings, args: argparse.Namespace) -> tuple[int, str | None, Any]:
-    """The latched activation (number, reason) and, under the old engine, the policy's details."""
-    from ess_tui.engine.reset_policy import ResetRefused
+    """The latched activation (number, reason) the operator reviews, and no policy details (the
+    controller checks the policy when it un-latches)."""
 
     store = _store(settings.db_target, create=False)
     try:
@@ -67,17 +48,7 @@ async def _review(settings: Settings, args: argparse.Namespace) -> tuple[int, st
             await store.audit("reset_refused", actor=safe(args.by, NAME_LIMIT), reason="not latched",
                               details={"via": "cli"})
             raise CliError("the ESS is not latched: nothing to reset", EXIT_REFUSED)
-        details = None
-        if not _controller_enforces_policy():  # compatibility shim: remove with the old engine
-            from ess_tui.engine.reset_policy import check_reset_allowed
-
-            try:
-                details = await check_reset_allowed(
-                    settings.reset, store, operator=args.by, approver=args.approver,
-                    override=args.override, via="cli",
-                )
-            except ResetRefused as exc:
-                raise CliError(f"reset refused: {safe(exc)}", EXIT_REFUSED) from None
+        details = None  # the policy is the controller's to enforce, not the CLI's
         return int(state.activation_count), state.reason, details
     finally:
         await store.close()
@@ -101,11 +72,9 @@ async def _unlatch(settings: Settings, args: argparse.Namespace, reviewed: int, 
     try:
         controller = EmergencyStopController(store=store, acting=False, **_controller_kwargs(settings))
         try:
-            if _controller_enforces_policy():
-                await controller.reset(args.by, args.note, approver=args.approver,
-                                       override=args.override, expected_activation=reviewed, via="cli")
-            else:
-                await controller.reset(args.by, args.note, details=details, expected_activation=reviewed)
+            await controller.reset(args.by, args.note, approver=args.approver,
+                                   override=args.override, expected_activation=reviewed, via="cli",
+                                   details=details)
         except ResetRefused as exc:
             raise CliError(f"reset refused: {safe(exc)}", EXIT_REFUSED) from None
         except NotLatchedError:
