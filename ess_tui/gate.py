@@ -101,11 +101,9 @@ def _read_latches(conn: sqlite3.Connection) -> list[ScopedLatch]:
         raise Invalid(f"the latches table holds a row this ess-tui cannot read ({exc})") from exc
 
 
-def _scoped(decision: GateDecision, scoped: list[ScopedLatch], venue: str | None,
-            strategy: str | None, reduce_only: bool) -> GateDecision:
-    """The desk answer narrowed by the scoped and reduce-only latches covering the caller."""
-    cover = covering(scoped, venue, strategy)
-    worst = most_severe(cover)
+def _scoped(decision: GateDecision, worst: ScopedLatch | None, count: int,
+            reduce_only: bool) -> GateDecision:
+    """The desk answer narrowed by the most severe scoped latch covering the caller."""
     if worst is None:
         return decision
     what = "halted" if worst.level == HALT else "reduce-only"
@@ -117,7 +115,7 @@ def _scoped(decision: GateDecision, scoped: list[ScopedLatch], venue: str | None
         text = f"{decision.reason}; {text}"
     return GateDecision(allowed, text, decision.activation_count, decision.since,
                         decision.runner_live, decision.holder, worst.level, str(worst.scope),
-                        len(cover))
+                        count)
 
 
 class _Reader:
@@ -135,7 +133,7 @@ class _Reader:
         self.main = main
         self.good_row: tuple[object, ...] | None = None  # the last state row found valid
         #: (data_version, active scoped latches) as last read; re-read when data_version moves
-        self.scoped: tuple[object, list[ScopedLatch]] | None = None
+        self.scoped: tuple[object, list[ScopedLatch], dict[object, object]] | None = None
 
 
 class TradeGate:
@@ -250,13 +248,12 @@ class TradeGate:
             if state != reader.good_row:
                 check_state_row((version, *state), self._path)
                 reader.good_row = state
-            scoped: list[ScopedLatch] = []
+            scoped: tuple[object, list[ScopedLatch], dict[object, object]] | None = None
             if version >= 3:
-                cached = reader.scoped
-                if cached is None or cached[0] != row[7]:
-                    cached = (row[7], _read_latches(reader.conn))
-                    reader.scoped = cached
-                scoped = cached[1]
+                scoped = reader.scoped
+                if scoped is None or scoped[0] != row[7]:
+                    scoped = (row[7], _read_latches(reader.conn), {})
+                    reader.scoped = scoped
         except Invalid as exc:
             self._drop()
             return self._blocked(str(exc))
@@ -264,9 +261,20 @@ class TradeGate:
             self._drop()
             return self._blocked(explain_error(exc, self._path))
         decision = self._decide(row, self._latch_marker())
-        if not scoped or (not decision.allowed and decision.level is not None):
+        if scoped is None or not scoped[1] or (not decision.allowed and decision.level is not None):
             return decision
-        return _scoped(decision, scoped, venue, strategy, reduce_only)
+        memo = scoped[2]
+        key = (venue, strategy)
+        found = memo.get(key)
+        if found is None:  # worked out once per caller scope and read of the latches
+            if len(memo) > 4096 or not all(x is None or isinstance(x, str) for x in key):
+                memo.clear()
+                if not all(x is None or isinstance(x, str) for x in key):
+                    return GateDecision(False, "trade gate: venue and strategy must be text or "
+                                        "None; trading blocked", decision.activation_count)
+            cover = covering(scoped[1], venue, strategy)
+            found = memo[key] = (most_severe(cover), len(cover))
+        return _scoped(decision, *found, reduce_only)  # type: ignore[misc]
 
     def _runner(self, row: tuple[object, ...]) -> tuple[bool, str | None]:
         """Whether the lease's holder is alive: its beat moved within its ttl on *our* clock."""

@@ -166,3 +166,19 @@ def test_a_database_without_the_latches_table_blocks_the_gate(tmp_path, env):
         conn.execute("DROP TABLE latches")
     (decision,) = gate(db, env, {"venue": "paper"})
     assert not decision["allowed"] and "latches" in decision["reason"]
+
+
+def test_a_scope_that_is_not_text_is_blocked_not_raised(tmp_path):
+    from ess_tui.gate import TradeGate
+
+    db = tmp_path / "ess.db"
+
+    async def main() -> None:
+        store = SQLiteStore(db)
+        await store.latch_scope(Scope("venue", "okx"), REDUCE_ONLY, "x")
+        await store.close()
+
+    asyncio.run(main())
+    gate_ = TradeGate(db)
+    assert not gate_.check(venue=["okx"]).allowed  # type: ignore[arg-type]
+    assert gate_.check(venue="paper").allowed
