@@ -265,13 +265,14 @@ class TradeGate:
             return decision
         memo = scoped[2]
         key = (venue, strategy)
+        if not (venue is None or type(venue) is str) or not (
+                strategy is None or type(strategy) is str):
+            return GateDecision(False, "trade gate: venue and strategy must be text or None; "
+                                "trading blocked", decision.activation_count)
         found = memo.get(key)
         if found is None:  # worked out once per caller scope and read of the latches
-            if len(memo) > 4096 or not all(x is None or isinstance(x, str) for x in key):
+            if len(memo) > 4096:
                 memo.clear()
-                if not all(x is None or isinstance(x, str) for x in key):
-                    return GateDecision(False, "trade gate: venue and strategy must be text or "
-                                        "None; trading blocked", decision.activation_count)
             cover = covering(scoped[1], venue, strategy)
             found = memo[key] = (most_severe(cover), len(cover))
         return _scoped(decision, *found, reduce_only)  # type: ignore[misc]
