@@ -1,0 +1,102 @@
+"""Scoped halts flatten what they cover and only that (issue 15): a venue halt flattens that venue,
+a strategy halt cancels only orders tagged with the strategy, reduce-only flattens nothing; the
+runner does it on its cycle for a latch written by the real CLI in another process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from ess_tui import EmergencyStopController, EmergencyStopSystem
+from ess_tui.engine.flatten import RetryPolicy
+from ess_tui.engine.scoped_flatten import ScopeActor
+from ess_tui.engine.scopes import HALT, REDUCE_ONLY, Scope
+from ess_tui.gate import TradeGate
+from ess_tui.store.sqlite import SQLiteStore
+from ess_tui.testing.fakes import FakeVenue
+from ess_tui.venues.paper import PaperExchange
+
+FAST = RetryPolicy(initial_sec=0.001, max_sec=0.005, jitter=0.0)
+
+
+def venue(name: str) -> PaperExchange:
+    ex = PaperExchange(name=name, volatility=0.0)
+    ex.seed_position("BTC/USDT", "long", 1.0)
+    mid = ex.market.mid("BTC/USDT")
+    ex.seed_order("BTC/USDT", "buy", 0.1, "limit", mid * 0.5, client_order_id="mm-btc-1")
+    ex.seed_order("BTC/USDT", "buy", 0.1, "limit", mid * 0.5, client_order_id="mm-btc-2")
+    ex.seed_order("BTC/USDT", "buy", 0.1, "limit", mid * 0.5, client_order_id="arb-1")
+    ex.seed_order("BTC/USDT", "buy", 0.1, "limit", mid * 0.5)
+    return ex
+
+
+async def test_venue_halt_flattens_that_venue_only_and_the_gate_stays_open_elsewhere(tmp_path):
+    db = tmp_path / "ess.db"
+    store = SQLiteStore(db)
+    okx, bybit = venue("okx"), venue("bybit")
+    await store.latch_scope(Scope("venue", "okx"), HALT, "okx misbehaves", actor="al")
+    (on_okx,) = await ScopeActor(store, okx).act()
+    (on_bybit,) = await ScopeActor(store, bybit).act()
+    assert okx.snapshot().flat and on_okx.canceled == 4 and on_okx.closed == 1
+    assert len(bybit.snapshot().orders) == 4 and len(bybit.snapshot().positions) == 1
+    assert "not this venue" in on_bybit.notes[0]
+    gate = TradeGate(db)
+    assert not gate.check(venue="okx").allowed and gate.check(venue="bybit").allowed
+    assert not (await store.load_state()).active  # the desk is not halted
+    assert (await store.verify_audit()).ok
+    actions = [r.action for r in await store.read_audit()]
+    assert actions.count("scope_flattened") == 2
+    await store.close()
+
+
+async def test_strategy_halt_cancels_only_that_strategys_tagged_orders_and_says_what_it_cannot(tmp_path):
+    store = SQLiteStore(tmp_path / "ess.db")
+    ex = venue("okx")
+    await store.latch_scope(Scope("strategy", "mm-btc"), HALT, "mm runaway")
+    (report,) = await ScopeActor(store, ex).act()
+    left = sorted(o.client_order_id or "-" for o in ex.snapshot().orders)
+    assert left == ["-", "arb-1"] and report.canceled == 2
+    assert len(ex.snapshot().positions) == 1 and report.closed == 0  # netted: not closed
+    assert any("nets positions" in note for note in report.notes)
+    # a venue that cannot tell strategies apart: nothing flattened, and it says so
+    fake = FakeVenue()
+    (plain,) = await ScopeActor(store, fake).act()
+    assert plain.canceled == plain.closed == 0
+    assert any("cannot tell strategies' orders apart" in note for note in plain.notes)
+    await store.close()
+
+
+async def test_reduce_only_flattens_nothing(tmp_path):
+    store = SQLiteStore(tmp_path / "ess.db")
+    ex = venue("okx")
+    await store.latch_scope(Scope("venue", "okx"), REDUCE_ONLY, "soft")
+    await store.latch_scope(Scope(), REDUCE_ONLY, "desk soft")
+    assert await ScopeActor(store, ex).act() == []
+    assert len(ex.snapshot().orders) == 4 and len(ex.snapshot().positions) == 1
+    await store.close()
+
+
+async def test_the_runner_flattens_a_venue_halt_written_by_the_cli_and_escalation_flattens(tmp_path):
+    db = tmp_path / "ess.db"
+    store = SQLiteStore(db)
+    ex = venue("okx")
+    controller = EmergencyStopController(store, ex, retry=FAST)
+    ess = EmergencyStopSystem([], controller, store, 0.1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QT_ESS_")}
+    env.update(XDG_STATE_HOME=str(tmp_path / "s"), XDG_CONFIG_HOME=str(tmp_path / "c"))
+
+    def cli(*args: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "ess_tui", "activate", "--db", str(db),
+                               "--scope", "venue=okx", *args], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=120)
+        assert done.returncode == 0, done.stderr
+
+    cli("--reason", "soft", "--level", "reduce-only")
+    await ess.run_cycle()
+    assert len(ex.snapshot().orders) == 4  # reduce-only: nothing flattened
+    cli("--reason", "hard")  # escalation reduce-only -> halt flattens
+    await ess.run_cycle()
+    assert ex.snapshot().flat
+    assert not controller.is_active  # a scoped halt is not the seed's active
+    await store.close()
