@@ -100,3 +100,55 @@ async def test_the_runner_flattens_a_venue_halt_written_by_the_cli_and_escalatio
     assert ex.snapshot().flat
     assert not controller.is_active  # a scoped halt is not the seed's active
     await store.close()
+
+
+async def test_daily_loss_latches_reduce_only_at_7_then_halt_at_10_flattens(tmp_path):
+    from ess_tui.config import load_settings
+    from ess_tui.engine.evaluators import DrawdownEmergencyEvaluator
+    from ess_tui.runtime.levels import level_triggers
+    from ess_tui.testing.fakes import FakeMetricsRepository
+
+    db = tmp_path / "ess.db"
+    settings = load_settings(None, levels={"reduce_only_daily_loss": 7.0})
+    metrics = FakeMetricsRepository()
+    store = SQLiteStore(db)
+    ex = venue("okx")
+    controller = EmergencyStopController(store, ex, retry=FAST)
+    ess = EmergencyStopSystem([DrawdownEmergencyEvaluator(metrics, settings.max_daily_loss, 25.0)],
+                              controller, store, 0.1)
+    ess.level_triggers = level_triggers(settings, metrics, None)
+    gate = TradeGate(db)
+    metrics.daily_pnl_pct = -5.0
+    await ess.run_cycle()
+    assert gate.check().allowed
+    metrics.daily_pnl_pct = -8.0
+    await ess.run_cycle()
+    await ess.run_cycle()  # latched once, not again each cycle
+    blocked, reducing = gate.check(), gate.check(reduce_only=True)
+    assert not blocked.allowed and blocked.level == REDUCE_ONLY and "-8.00%" in blocked.reason
+    assert reducing.allowed
+    assert not controller.is_active and len(ex.snapshot().orders) == 4  # no flatten
+    metrics.daily_pnl_pct = 0.0
+    await ess.run_cycle()
+    assert not gate.check().allowed  # never cleared by itself
+    metrics.daily_pnl_pct = -11.0
+    await ess.run_cycle()
+    assert controller.is_active
+    await controller.wait_flat() if hasattr(controller, "wait_flat") else None
+    for _ in range(200):
+        if ex.snapshot().flat:
+            break
+        await __import__("asyncio").sleep(0.01)
+    assert ex.snapshot().flat and gate.check(reduce_only=True).level == HALT
+    actions = [r.action for r in await store.read_audit(None, newest_first=False)]
+    assert actions.count("scope_latch") == 1 and "activate" in actions
+    await store.close()
+
+
+def test_reduce_only_threshold_must_be_below_the_halt_one(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QT_ESS_")}
+    env.update(QT_ESS_LEVELS__REDUCE_ONLY_DAILY_LOSS="12", QT_ESS_MAX_DAILY_LOSS="10")
+    done = subprocess.run([sys.executable, "-m", "ess_tui", "status", "--db", str(tmp_path / "x")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and "must be below max_daily_loss" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

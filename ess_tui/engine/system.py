@@ -268,6 +268,11 @@ class EmergencyStopSystem(LeaseMixin):
                     details={"reading": evaluation.reading},
                 )
                 return evaluations
+        if getattr(self, "level_triggers", None) and getattr(self.controller, "acting", False):
+            from ess_tui.engine.levels import apply_levels
+
+            await self._guarded(apply_levels(self.controller.store, self.level_triggers,
+                                             actor=self.holder), "the reduce-only triggers")
         for index, evaluation in enumerate(evaluations):
             count = self._faults.get(index, 0)
             if evaluation.error is not None and count >= self.fail_closed_after:
