@@ -182,3 +182,14 @@ def test_a_scope_that_is_not_text_is_blocked_not_raised(tmp_path):
     gate_ = TradeGate(db)
     assert not gate_.check(venue=["okx"]).allowed  # type: ignore[arg-type]
     assert gate_.check(venue="paper").allowed
+
+
+def test_a_latch_cleared_by_hand_in_sql_fails_verification(tmp_path, env):
+    db = tmp_path / "ess.db"
+    assert cli(tmp_path, env, "activate", "--db", str(db), "--reason", "okx",
+               "--scope", "venue=okx").returncode == 0
+    assert cli(tmp_path, env, "audit", "--db", str(db), "--verify").returncode == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE latches SET active = 0")
+    done = cli(tmp_path, env, "audit", "--db", str(db), "--verify")
+    assert done.returncode == 1 and "latches table was edited by hand" in done.stdout + done.stderr

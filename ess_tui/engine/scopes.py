@@ -12,6 +12,7 @@ own, latched durably and audited, and only ever escalates until an audited reset
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -136,6 +137,21 @@ def latches_from_rows(rows: Iterable[tuple[object, ...]]) -> list[ScopedLatch]:
         found.append(ScopedLatch(r[0], Scope(str(r[1]), str(r[2] or "")), str(r[3]),
                                  str(r[4]), _time(r[5]), str(r[6])))
     return found
+
+
+def replay_latches(rows: Iterable[Any]) -> dict[int, str]:
+    """The active scoped latches an audit trail describes: {latch id: level} after its last row
+    (``scope_latch``/``scope_escalate`` set, ``scope_reset`` clears)."""
+    live: dict[int, str] = {}
+    for row in rows:
+        lid = row.details.get("latch_id") if isinstance(row.details, dict) else None
+        if type(lid) is not int:
+            continue
+        if row.action in ("scope_latch", "scope_escalate"):
+            live[lid] = str(row.details.get("level"))
+        elif row.action == "scope_reset":
+            live.pop(lid, None)
+    return live
 
 
 def covering(latches: Iterable[ScopedLatch], venue: str | None,
