@@ -100,8 +100,11 @@ def test_a_latch_only_escalates_until_reset_and_each_reset_clears_one_latch(tmp_
     # a reset of another scope finds nothing; the right one clears it
     assert cli(tmp_path, env, "reset", "--db", str(db), "--by", "bob", "--yes",
                "--scope", "venue=bybit").returncode == 1
-    assert cli(tmp_path, env, "reset", "--db", str(db), "--by", "bob", "--yes",
-               *venue).returncode == 0
+    refused = cli(tmp_path, env, "reset", "--db", str(db), "--by", "bob", "--yes", *venue)
+    assert refused.returncode == 1 and "not reported done" in refused.stderr  # no runner flattened
+    assert not gate(db, env, {"venue": "okx"})[0]["allowed"]
+    assert cli(tmp_path, env, "reset", "--db", str(db), "--by", "bob", "--yes", *venue,
+               "--override", "no okx positions, checked by hand").returncode == 0
     assert gate(db, env, {"venue": "okx"})[0]["allowed"]
     audit = cli(tmp_path, env, "audit", "--db", str(db), "--verify", "--json", "--limit", "0")
     assert audit.returncode == 0, audit.stdout + audit.stderr

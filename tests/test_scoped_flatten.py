@@ -152,3 +152,32 @@ def test_reduce_only_threshold_must_be_below_the_halt_one(tmp_path):
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 2 and "must be below max_daily_loss" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_scoped_halt_resets_without_override_once_the_runner_reported_it_flat(tmp_path,
+                                                                                 capsys):
+    import asyncio
+
+    from ess_tui.cli import main
+
+    db = tmp_path / "ess.db"
+    ex = venue("okx")
+
+    async def latch() -> None:
+        store = SQLiteStore(db)
+        await store.latch_scope(Scope("venue", "okx"), HALT, "okx")
+        await store.close()
+
+    async def act() -> None:
+        store = SQLiteStore(db)
+        await ScopeActor(store, ex).act()
+        await store.close()
+
+    asyncio.run(latch())
+    args = ["reset", "--db", str(db), "--by", "bob", "--yes", "--scope", "venue=okx"]
+    assert main(args) == 1
+    assert "not reported done" in capsys.readouterr().err
+    asyncio.run(act())
+    assert ex.snapshot().flat
+    assert main(args) == 0
+    assert TradeGate(db).check(venue="okx").allowed

@@ -72,6 +72,21 @@ def _confirm(latch: Any) -> None:
         raise CliError("reset abandoned: RESET was not typed", EXIT_REFUSED)
 
 
+def _not_flat(latch: Any, rows: list[Any]) -> str | None:
+    """A scoped halt is reset only after the runner reported flattening what it covers, with no
+    error, since it became a halt -- or with --override REASON."""
+    halted_at = max((i for i, r in enumerate(rows)
+                     if r.action in ("scope_latch", "scope_escalate")
+                     and r.details.get("latch_id") == latch.id), default=-1)
+    reports = [r for r in rows[halted_at + 1:]
+               if r.action in ("scope_flattened", "scope_flatten_failed")
+               and r.details.get("latch_id") == latch.id]
+    if reports and reports[-1].action == "scope_flattened":
+        return None
+    return (f"latch {latch.id} on {latch.scope} is a halt whose flatten the runner has not "
+            "reported done; wait for the runner, or pass --override REASON")
+
+
 def _policy(settings: Settings, args: argparse.Namespace) -> str | None:
     policy = settings.reset
     if policy.operators and args.by not in policy.operators:
@@ -95,6 +110,8 @@ def reset(settings: Settings, args: argparse.Namespace) -> int:
         try:
             found = [x for x in await store.active_latches() if x.scope == scope]
             refusal = "not latched" if not found else _policy(settings, args)
+            if not refusal and found[0].level == HALT and not args.override:
+                refusal = _not_flat(found[0], await store.read_audit(None, newest_first=False))
             if refusal:
                 await store.audit("reset_refused", actor=safe(args.by, NAME_LIMIT),
                                   reason=refusal, details={"via": "cli", "scope": str(scope)})
@@ -114,7 +131,8 @@ def reset(settings: Settings, args: argparse.Namespace) -> int:
         store = _store(settings.db_path, create=False)
         try:
             await store.reset_scope(scope, args.by, args.note, expected_id=latch.id,
-                                    details={"via": "cli", "approver": args.approver})
+                                    details={"via": "cli", "approver": args.approver,
+                                             "override": args.override})
         except NotLatchedError:
             raise CliError(f"reset refused: latch {latch.id} on {safe(str(scope), 80)} is no "
                            "longer the active one; review it and retry", EXIT_REFUSED) from None
