@@ -19,16 +19,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AllowInfNan,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,6 +30,7 @@ from pydantic_settings import (
 )
 
 from ess_tui.config_env import EXTRA_ENV_NAMES, check_env_json, env_warnings, suggest
+from ess_tui.config_levels import LevelSettings, reduce_only_below_halt
 
 __all__ = [
     "EXTRA_ENV_NAMES", "ConfigError", "GateSettings", "PaperSettings", "ResetPolicy", "Settings",
@@ -135,20 +128,6 @@ class ResetPolicy(BaseModel):
         return engine_cls(operators=tuple(self.operators), two_person=self.two_person)
 
 
-class LevelSettings(BaseModel):
-    """Reduce-only thresholds (issue 15): each built-in trigger may latch the desk reduce-only
-    below its halt threshold. None: that trigger goes straight to halt, as before."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    reduce_only_daily_loss: float | None = Field(
-        None, gt=0, le=100, description="daily loss %% that latches the desk reduce-only")
-    reduce_only_equity_dd: float | None = Field(
-        None, gt=0, le=100, description="equity drawdown %% that latches the desk reduce-only")
-    reduce_only_sl_hits: int | None = Field(
-        None, ge=1, le=100_000, description="stop-loss hits in the period that latch reduce-only")
-
-
 class GateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -191,16 +170,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _reduce_only_below_halt(self) -> Settings:
-        pairs = (("reduce_only_daily_loss", self.levels.reduce_only_daily_loss,
-                  "max_daily_loss", self.max_daily_loss),
-                 ("reduce_only_equity_dd", self.levels.reduce_only_equity_dd,
-                  "max_equity_dd", self.max_equity_dd),
-                 ("reduce_only_sl_hits", self.levels.reduce_only_sl_hits,
-                  "max_sl_hits", self.max_sl_hits))
-        for name, soft, halt_name, halt in pairs:
-            if soft is not None and soft >= halt:
-                raise ValueError(f"levels.{name} = {soft:g} must be below {halt_name} = {halt:g} "
-                                 "(reduce-only comes before the halt)")
+        reduce_only_below_halt(self)
         return self
 
     @field_validator("db", "log_file", mode="before")
