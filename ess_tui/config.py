@@ -42,6 +42,7 @@ from ess_tui.config_env import (
     suggest,
     unknown_env_warnings,
 )
+from ess_tui.config_levels import LevelSettings, reduce_only_below_halt
 
 __all__ = [
     "EXTRA_ENV_NAMES", "ConfigError", "GateSettings", "PaperSettings", "ResetPolicy", "Settings",
@@ -165,7 +166,12 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     alert_retry_max: Float = Field(15.0, ge=0.1, le=3600, description="longest wait between alert retries, seconds")
     flatten_failing_every: Float = Field(5.0, gt=0, le=24 * 60, description="minutes between flatten-still-failing alerts")
+    levels: LevelSettings = Field(default_factory=LevelSettings)
 
+    @model_validator(mode="after")
+    def _reduce_only_below_halt(self) -> Settings:
+        reduce_only_below_halt(self)
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -30,6 +30,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ess_tui.engine.scopes import (
+    ACTIVE_SQL,
+    HALT,
+    ScopedLatch,
+    covering,
+    latches_from_rows,
+    most_severe,
+)
 from ess_tui.store.marker import LatchMarker, marker_path, read_marker
 from ess_tui.store.schema import RUNNER_LEASE, explain_error
 from ess_tui.store.validate import Invalid, Validator, check_file, check_state_row
@@ -50,6 +58,8 @@ _SQL_V2 = (_STATE + ", l.holder, l.epoch, l.beat, l.ttl_sec, l.expires_at, l.hea
 _SQL_V1 = _STATE + ", NULL, NULL, NULL, NULL, NULL, NULL FROM state WHERE id = 1"
 #: The longest lease a gate believes (the config's own ceiling): a row claiming more is capped.
 _MAX_TTL_SEC = 600.0
+#: The schema version that brought the ``latches`` table (scoped and reduce-only latches).
+LATCHES_SINCE_VERSION = 4
 #: A directory whose mtime is this recent may still change within the same timestamp tick.
 _FRESH_NS = 2_000_000_000
 
@@ -67,6 +77,12 @@ class GateDecision:
     since: datetime | None = None
     runner_live: bool | None = field(default=None, compare=False)
     holder: str | None = field(default=None, compare=False)
+    #: The level of the most severe latch covering the caller ("halt", "reduce_only") and its
+    #: scope ("desk", "venue=okx", "strategy=mm-btc"); None when nothing covers it.
+    level: str | None = field(default=None, compare=False)
+    scope: str | None = field(default=None, compare=False)
+    #: How many active latches cover the caller (the desk halt included).
+    latches: int = field(default=0, compare=False)
 
     def __bool__(self) -> bool:
         return self.allowed
@@ -82,11 +98,35 @@ def _parse_time(text: object) -> datetime | None:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
+def _read_latches(conn: sqlite3.Connection) -> list[ScopedLatch]:
+    try:
+        return latches_from_rows(conn.execute(ACTIVE_SQL).fetchall())
+    except ValueError as exc:  # a row no ess-tui wrote: blocked, with the reason
+        raise Invalid(f"the latches table holds a row this ess-tui cannot read ({exc})") from exc
+
+
+def _scoped(decision: GateDecision, worst: ScopedLatch | None, count: int,
+            reduce_only: bool) -> GateDecision:
+    """The desk answer narrowed by the most severe scoped latch covering the caller."""
+    if worst is None:
+        return decision
+    what = "halted" if worst.level == HALT else "reduce-only"
+    text = f"ESS {what} ({worst.scope}): {worst.reason}"
+    allowed = decision.allowed and worst.level != HALT and reduce_only
+    if not allowed and worst.level != HALT and decision.allowed:
+        text += " (only orders that reduce exposure pass: check(reduce_only=True))"
+    if not decision.allowed:  # e.g. no live runner: that reason stays first
+        text = f"{decision.reason}; {text}"
+    return GateDecision(allowed, text, decision.activation_count, decision.since,
+                        decision.runner_live, decision.holder, worst.level, str(worst.scope),
+                        count)
+
+
 class _Reader:
     """One thread's open read-only connection, which file (inode) and process it belongs to,
     and its validation."""
 
-    __slots__ = ("conn", "ident", "pid", "validator", "main", "good_row")
+    __slots__ = ("conn", "ident", "pid", "validator", "main", "good_row", "scoped")
 
     def __init__(self, conn: sqlite3.Connection, ident: tuple[int, int], pid: int,
                  validator: Validator, main: tuple[int, ...]) -> None:
@@ -96,6 +136,8 @@ class _Reader:
         self.validator = validator
         self.main = main
         self.good_row: tuple[object, ...] | None = None  # the last state row found valid
+        #: (data_version, active scoped latches) as last read; re-read when data_version moves
+        self.scoped: tuple[object, list[ScopedLatch], dict[object, object]] | None = None
 
 
 class TradeGate:
@@ -173,8 +215,13 @@ class TradeGate:
             self._marker_at = mtime
         return self._marker
 
-    def check(self) -> GateDecision:
-        """Allowed, or blocked with the reason. Never raises for a database problem."""
+    def check(self, venue: str | None = None, strategy: str | None = None,
+              reduce_only: bool = False) -> GateDecision:
+        """Allowed, or blocked with the reason. Never raises for a database problem.
+
+        ``venue`` and ``strategy`` are the caller's scope (None: covered by every latch);
+        ``reduce_only=True`` says the order only reduces exposure, which a reduce-only latch
+        lets through. The answer comes from the most severe latch covering the caller."""
         try:
             st = os.stat(self._path)
         except FileNotFoundError:
@@ -200,18 +247,40 @@ class TradeGate:
             if row is None:
                 check_state_row(None, self._path)
             if validator.check(reader.conn, main, row[7]) != version:
-                return self.check()  # the schema changed under us: read it the new way
+                # the schema changed under us: read it the new way
+                return self.check(venue, strategy, reduce_only)
             state = row[:7]
             if state != reader.good_row:
                 check_state_row((version, *state), self._path)
                 reader.good_row = state
+            scoped: tuple[object, list[ScopedLatch], dict[object, object]] | None = None
+            if version >= LATCHES_SINCE_VERSION:
+                scoped = reader.scoped
+                if scoped is None or scoped[0] != row[7]:
+                    scoped = (row[7], _read_latches(reader.conn), {})
+                    reader.scoped = scoped
         except Invalid as exc:
             self._drop()
             return self._blocked(str(exc))
         except (sqlite3.Error, OSError) as exc:
             self._drop()
             return self._blocked(explain_error(exc, self._path))
-        return self._decide(row, self._latch_marker())
+        decision = self._decide(row, self._latch_marker())
+        if scoped is None or not scoped[1] or (not decision.allowed and decision.level is not None):
+            return decision
+        memo = scoped[2]
+        key = (venue, strategy)
+        if not (venue is None or type(venue) is str) or not (
+                strategy is None or type(strategy) is str):
+            return GateDecision(False, "trade gate: venue and strategy must be text or None; "
+                                "trading blocked", decision.activation_count)
+        found = memo.get(key)
+        if found is None:  # worked out once per caller scope and read of the latches
+            if len(memo) > 4096:
+                memo.clear()
+            cover = covering(scoped[1], venue, strategy)
+            found = memo[key] = (most_severe(cover), len(cover))
+        return _scoped(decision, *found, reduce_only)  # type: ignore[misc]
 
     def _runner(self, row: tuple[object, ...]) -> tuple[bool, str | None]:
         """Whether the lease's holder is alive: its beat moved within its ttl on *our* clock.
@@ -254,12 +323,13 @@ class TradeGate:
         live, holder = self._runner(row)
         if active == 1:
             text = reason if isinstance(reason, str) and reason else "(no reason recorded)"
-            return GateDecision(False, f"ESS active: {text}", count_value, when, live, holder)
+            return GateDecision(False, f"ESS active: {text}", count_value, when, live, holder,
+                                HALT, "desk", 1)
         if marker is not None and not marker.covered_by(False, count_value or 0):
             return GateDecision(
                 False, f"ESS active: {marker.reason} (latched by the latch marker "
                 f"{marker_path(self._path)}; the database does not hold it yet)",
-                marker.activation, _parse_time(marker.at), live, holder)
+                marker.activation, _parse_time(marker.at), live, holder, HALT, "desk", 1)
         if self._require_runner and not live:
             where = f"lease held by {holder}, not renewed" if holder else "no lease holder"
             return GateDecision(False, f"{NO_RUNNER} ({where}; start `ess-tui headless`)",

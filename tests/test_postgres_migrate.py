@@ -126,3 +126,14 @@ def test_migrate_verb_exit_codes_and_no_password(tmp_path: Path, pg_cluster: PGC
     bad = subprocess.run([sys.executable, "-c", code, str(db), str(tmp_path / "x.db")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--to must be a postgresql:// URL" in bad.stderr
+
+
+async def test_a_source_with_active_scoped_latches_is_not_copied(tmp_path: Path, pg_url: str) -> None:
+    from ess_tui.engine.scopes import HALT, Scope
+
+    src = tmp_path / "ess.db"
+    store = SQLiteStore(src)
+    await store.latch_scope(Scope("venue", "okx"), HALT, "okx halted", actor="al")
+    await store.close()
+    with pytest.raises(MigrationError, match="scoped or reduce-only latch"):
+        await migrate_sqlite_to_postgres(src, pg_url, audit_key=None)

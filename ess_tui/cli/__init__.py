@@ -85,7 +85,11 @@ def _run(args: Any) -> int:
     if command == "status":
         return asyncio.run(commands.status(settings, args.json))
     if command == "activate":
+        from ess_tui.cli import scoped
+
         try:
+            if scoped.is_scoped(args):
+                return asyncio.run(scoped.activate(settings, args))
             return asyncio.run(commands.activate(settings, args.reason, args.by))
         except CliError:
             raise
@@ -93,8 +97,11 @@ def _run(args: Any) -> int:
             raise CliError(f"could not write the latch to {commands.where(settings)}: "
                            f"{type(exc).__name__}: {exc}", EXIT_REFUSED) from None
     if command == "reset":
+        from ess_tui.cli import scoped
         from ess_tui.cli.reset import reset
 
+        if scoped.is_scoped(args):
+            return scoped.reset(settings, args)
         return reset(settings, args)
     if command == "audit":
         return asyncio.run(commands.audit(settings, args))

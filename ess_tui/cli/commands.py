@@ -117,6 +117,7 @@ async def status(settings: Settings, as_json: bool) -> int:
     try:
         state = await store.load_state()
         lease = await store.read_lease()
+        latches = await store.active_latches()
     except Exception as exc:  # noqa: BLE001 - unknown state: blocked
         reason = safe(str(exc) or type(exc).__name__)
         if as_json:
@@ -129,7 +130,11 @@ async def status(settings: Settings, as_json: bool) -> int:
         await store.close()
     decision = _gate_decision(settings)
     view = _lease_view(lease, decision)
-    if not state.active and decision is not None and not decision.allowed:
+    # A block the store's latches explain (scoped or reduce-only; listed below) is not a
+    # disagreement; a desk halt the store does not hold (the latch marker) is.
+    explained = bool(latches) and getattr(decision, "level", None) is not None and not (
+        getattr(decision, "scope", None) == "desk" and getattr(decision, "level", None) == "halt")
+    if not state.active and decision is not None and not decision.allowed and not explained:
         # The store reads armed but the gate blocks (a latch on its second channel, a damaged
         # file the gate sees): trading is blocked, and status says so rather than "armed".
         reason = safe(getattr(decision, "reason", None) or "the trade gate answers blocked")
@@ -154,6 +159,10 @@ async def status(settings: Settings, as_json: bool) -> int:
         "runner_renewed_ago_sec": round(view["renewed_ago"], 3) if view["renewed_ago"] is not None
         else None,
         "db": where(settings),
+        # Every active latch (issue 15): the desk halt first, then scoped and reduce-only ones.
+        "latches": ([{"id": None, "scope": "desk", "level": "halt", "reason": state.reason,
+                      "since": info_since(state), "latched_by": None}] if state.active else [])
+        + [x.to_json() for x in latches],
     }
     if as_json:
         out(json.dumps(safe_json(info)))
@@ -163,8 +172,18 @@ async def status(settings: Settings, as_json: bool) -> int:
                 f"(activation #{int(state.activation_count)})")
         else:
             out(f"ARMED — trading allowed (activations so far: {int(state.activation_count)})")
+        if latches:
+            from ess_tui.cli.scoped import latch_lines
+
+            out(f"{len(latches)} scoped or reduce-only latch(es) active:")
+            for line in latch_lines(latches):
+                out(line)
         out(runner_line(view))
     return EXIT_LATCHED if state.active else EXIT_OK
+
+
+def info_since(state: Any) -> str | None:
+    return state.timestamp.isoformat() if state.timestamp else None
 
 
 # --- activate -----------------------------------------------------------------------------------

@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("activate", "latch the ESS now (the acting runner flattens); exit 0 once durable")
     p.add_argument("--reason", required=True, help="why (stored in the audit trail)")
     p.add_argument("--by", help="who (default: the OS user)")
+    p.add_argument("--scope", metavar="venue=NAME|strategy=TAG",
+                   help="latch one venue or one strategy tag (default: the whole desk)")
+    p.add_argument("--level", metavar="reduce-only|halt",
+                   help="reduce-only: only orders that reduce exposure pass; halt (default)")
 
     p = command("reset", "audited reset of a latched ESS")
     p.add_argument("--by", required=True, metavar="NAME", help="the operator resetting")
@@ -101,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--approver", metavar="NAME", help="second person, where the two-person rule is on")
     p.add_argument("--override", metavar="REASON", help="reset although the venue is not verified flat")
     p.add_argument("--yes", action="store_true", help="do not ask to type RESET")
+    p.add_argument("--scope", metavar="desk|venue=NAME|strategy=TAG",
+                   help="reset that scope's latch (default: the whole-desk halt)")
+    p.add_argument("--level", metavar="reduce-only",
+                   help="with the desk scope: reset the desk's reduce-only latch")
 
     p = command("audit", "show the audit trail")
     p.add_argument("--json", action="store_true", help="print JSON lines")

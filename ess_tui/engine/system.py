@@ -250,6 +250,8 @@ class EmergencyStopSystem(LeaseMixin):
         self.bus.publish(EvaluationsEvent(tuple(evaluations)))
 
         await self.controller.refresh()
+        if not self.controller.known_latched and getattr(self.controller, "acting", False):
+            await self._guarded(self._act_on_scopes(), "acting on scoped latches")
         if self.controller.known_latched:
             # Keep evaluating for display; never re-activate. Keep the book flat.
             await self._guarded(self.controller.keep_flat_check(), "keeping the book flat")
@@ -266,6 +268,11 @@ class EmergencyStopSystem(LeaseMixin):
                     details={"reading": evaluation.reading},
                 )
                 return evaluations
+        if getattr(self, "level_triggers", None) and getattr(self.controller, "acting", False):
+            from ess_tui.engine.levels import apply_levels
+
+            await self._guarded(apply_levels(self.controller.store, self.level_triggers,
+                                             actor=self.holder), "the reduce-only triggers")
         for index, evaluation in enumerate(evaluations):
             count = self._faults.get(index, 0)
             if evaluation.error is not None and count >= self.fail_closed_after:
@@ -275,6 +282,17 @@ class EmergencyStopSystem(LeaseMixin):
                 )
                 return evaluations
         return evaluations
+
+    async def _act_on_scopes(self) -> None:
+        """Flatten what the store's venue- and strategy-scoped halts cover (issue 15)."""
+        actor = getattr(self, "_scope_actor", None)
+        if actor is None:
+            from ess_tui.engine.scoped_flatten import ScopeActor
+
+            venue = getattr(self.controller, "exchange", None)
+            actor = self._scope_actor = ScopeActor(self.controller.store, venue,
+                                                   actor=self.holder)
+        await actor.act()
 
     async def _evaluate_all(self, evaluators: list[Any]) -> list[Evaluation]:
         """Every evaluator at once, under one shared timeout (one timer per cycle, not one per

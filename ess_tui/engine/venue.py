@@ -25,6 +25,8 @@ class Position:
     amount: float
     entry_price: float = 0.0
     mark_price: float = 0.0
+    #: The strategy tag the venue attributes this position to (None: it cannot tell).
+    strategy: str | None = None
 
     @property
     def notional(self) -> float:
@@ -50,6 +52,8 @@ class Order:
     price: float | None = None
     kind: str = "limit"
     reduce_only: bool = False
+    #: The client order id the placer gave (a strategy tag prefix: ``TAG-...``), if any.
+    client_order_id: str | None = None
 
     @property
     def notional(self) -> float:

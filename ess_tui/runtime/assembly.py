@@ -100,6 +100,9 @@ class Runtime:
             eval_timeout_sec=settings.eval_timeout, fail_closed_after=settings.fail_closed_after,
             bus=bus, clock=clock, lease_ttl_sec=settings.lease_ttl if lease else None,
         )
+        from ess_tui.runtime.levels import level_triggers
+
+        self.system.level_triggers = level_triggers(settings, metrics, clock)
         self._world_tasks = world_tasks or []
         self._tasks: list[asyncio.Task[Any]] = []
         # The paper venue is free to ask; a real one has a rate limit that flattening may need.

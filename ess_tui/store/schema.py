@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 #: The schema this code writes and understands. Bump it and add a step to MIGRATIONS to change it.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Name of the single lease row the runner holds.
 RUNNER_LEASE = "runner"
@@ -128,6 +128,38 @@ def _migrate_to_2(conn: sqlite3.Connection, *, audit_mode: str, now: str) -> Non
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('audit_head_mac', '')")
 
 
+#: Scoped and reduce-only latches (issue 15). The whole-desk halt stays the ``state`` row (the
+#: seed's meaning); this table holds every narrower or softer latch: one active row per scope,
+#: its level only ever escalating (reduce_only -> halt) until an audited reset sets active = 0.
+_LATCHES = [
+    """CREATE TABLE latches (
+        id          INTEGER PRIMARY KEY,
+        scope_kind  TEXT NOT NULL CHECK (scope_kind IN ('desk', 'venue', 'strategy')),
+        scope_value TEXT NOT NULL DEFAULT '',
+        level       TEXT NOT NULL CHECK (level IN ('reduce_only', 'halt')),
+        reason      TEXT NOT NULL,
+        since       TEXT NOT NULL,
+        latched_by  TEXT NOT NULL,
+        active      INTEGER NOT NULL CHECK (active IN (0, 1)),
+        reset_by    TEXT,
+        reset_at    TEXT
+    )""",
+    "CREATE UNIQUE INDEX latches_one_active ON latches (scope_kind, scope_value) WHERE active = 1",
+    """CREATE TRIGGER latches_no_delete BEFORE DELETE ON latches
+       BEGIN SELECT RAISE(ABORT, 'a latch row cannot be deleted; reset it'); END""",
+    """CREATE TRIGGER latches_no_deescalate BEFORE UPDATE ON latches
+       WHEN OLD.active = 1 AND NEW.active = 1 AND OLD.level = 'halt' AND NEW.level <> 'halt'
+       BEGIN SELECT RAISE(ABORT, 'a latch only escalates until it is reset'); END""",
+]
+
+
+def _migrate_to_4(conn: sqlite3.Connection, *, audit_mode: str, now: str) -> None:
+    """Scoped and reduce-only latches: the ``latches`` table."""
+    del audit_mode, now
+    for sql in _LATCHES:
+        conn.execute(sql)
+
+
 #: The columns each table must have, by schema version (a look-alike table is not ours).
 _COLUMNS_V1: dict[str, frozenset[str]] = {
     "meta": frozenset({"key", "value"}),
@@ -148,6 +180,9 @@ EXPECTED_COLUMNS[3] = {
     "outbox_delivery": frozenset({"event_id", "sink", "attempts", "delivered_at", "last_error",
                                   "next_attempt_at"}),
 }
+EXPECTED_COLUMNS[4] = {**EXPECTED_COLUMNS[3], "latches": frozenset({
+    "id", "scope_kind", "scope_value", "level", "reason", "since", "latched_by", "active",
+    "reset_by", "reset_at"})}
 #: Triggers that keep the audit trail append-only and the state row in place.
 EXPECTED_TRIGGERS = frozenset({"state_no_delete", "audit_no_update", "audit_no_delete"})
 
@@ -161,9 +196,11 @@ def _migrate_to_3(conn: sqlite3.Connection, **_: object) -> None:
 
 
 #: MIGRATIONS[n] brings a database from version n-1 to version n.
-MIGRATIONS: dict[int, Callable[..., None]] = {1: _migrate_to_1, 2: _migrate_to_2, 3: _migrate_to_3}
+MIGRATIONS: dict[int, Callable[..., None]] = {1: _migrate_to_1, 2: _migrate_to_2, 3: _migrate_to_3,
+                                              4: _migrate_to_4}
 
-_OUR_TABLES = {"meta", "state", "policy", "audit", "lease", "outbox", "outbox_delivery"}
+_OUR_TABLES = {"meta", "state", "policy", "audit", "lease", "outbox", "outbox_delivery",
+               "latches"}
 
 
 def read_version(conn: sqlite3.Connection) -> int:

@@ -76,6 +76,15 @@ def _read_source(path: str, key: bytes | None) -> dict[str, Any]:
                       for r in conn.execute("SELECT key, value, updated_at FROM policy")]
             rows = [chain_row(tuple(r)) for r in
                     conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq")]
+            scoped = conn.execute(
+                "SELECT COUNT(*) FROM latches WHERE active = 1").fetchone()[0] if version >= 3 else 0
+            if scoped:
+                # The PostgreSQL store does not carry scoped or reduce-only latches yet: copying
+                # would drop them, and their venues or strategies would trade again.
+                raise MigrationError(
+                    f"{path} holds {scoped} active scoped or reduce-only latch(es), which the "
+                    "PostgreSQL store cannot carry yet: reset them (`ess-tui status` lists them) "
+                    "or keep this desk on SQLite; nothing was copied")
     except sqlite3.Error as exc:
         raise MigrationError(f"cannot read {path}: {exc}") from None
     if not state:

@@ -9,6 +9,7 @@ from typing import Any
 
 from ess_tui.engine import audit_chain
 from ess_tui.engine.audit_chain import MODE_HMAC, MODE_SHA256
+from ess_tui.engine.scopes import replay_latches
 from ess_tui.engine.store import AuditRecord, AuditVerification, entry_at
 from ess_tui.store.sqlite import _util as u
 from ess_tui.store.sqlite.core import StoreCore
@@ -56,9 +57,19 @@ class AuditMixin(StoreCore):
                     f"SELECT {u.AUDIT_COLUMNS} FROM audit ORDER BY seq")]
                 state = conn.execute(
                     "SELECT active, activation_count, reason FROM state WHERE id = 1").fetchall()
+                latches = None
+                if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                "AND name = 'latches'").fetchall():
+                    latches = {int(r[0]): str(r[1]) for r in conn.execute(
+                        "SELECT id, level FROM latches WHERE active = 1")}
             finally:
                 conn.execute("COMMIT")
-            return self._judge(meta, rows, state[0] if state else None)
+            result = self._judge(meta, rows, state[0] if state else None)
+            if result.ok and latches is not None:
+                problem = scoped_mismatch(latches, replay_latches(rows))
+                if problem:
+                    result = replace(result, ok=False, problem=problem)
+            return result
 
         return await self._run(op)
 
@@ -111,3 +122,21 @@ class AuditMixin(StoreCore):
 
         return False, (f"the state row was edited by hand: it says {say(active, count, reason)}, "
                        f"but the audit trail replays to {say(want_active, want_count, want_reason)}")
+
+
+def scoped_mismatch(table: dict[int, str], replayed: dict[int, str]) -> str | None:
+    """Why the latches table disagrees with the trail (a latch cleared, added or softened by
+    hand), or None."""
+    if table == replayed:
+        return None
+    gone = sorted(set(replayed) - set(table))
+    extra = sorted(set(table) - set(replayed))
+    changed = sorted(k for k in set(table) & set(replayed) if table[k] != replayed[k])
+    parts = []
+    if gone:
+        parts.append(f"latch(es) {gone} are cleared in the table but never reset in the trail")
+    if extra:
+        parts.append(f"latch(es) {extra} are active in the table but never latched in the trail")
+    if changed:
+        parts.append(f"latch(es) {changed} have a level the trail does not give them")
+    return "the latches table was edited by hand: " + "; ".join(parts)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from ess_tui.store.sqlite.audit import AuditMixin
 from ess_tui.store.sqlite.lease import LeaseMixin
 from ess_tui.store.sqlite.policy import PolicyMixin
+from ess_tui.store.sqlite.scopes import ScopesMixin
 
 
-class SQLiteStore(PolicyMixin, AuditMixin, LeaseMixin):
+class SQLiteStore(ScopesMixin, PolicyMixin, AuditMixin, LeaseMixin):
     """The ESS's durable state in one SQLite file (0o600).
 
     Constructing it does no I/O. ``create=True`` (the default, for the runner, ``activate`` and

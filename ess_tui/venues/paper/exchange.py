@@ -80,6 +80,12 @@ class PaperExchange(SimulatedWorld):
         call_log_limit: how many calls ``calls`` keeps (``round_trips`` counts them all).
     """
 
+    #: Strategy scopes (issue 15): orders carry the placer's client order id (``TAG-...``), so a
+    #: strategy halt cancels that strategy's orders; positions are netted per symbol, so it
+    #: cannot close one strategy's position (the scoped flatten says so).
+    tags_orders = True
+    tags_positions = False
+
     def __init__(
         self,
         *,
@@ -244,6 +250,7 @@ class PaperExchange(SimulatedWorld):
         kind: str = "market",
         price: float | None = None,
         reduce_only: bool = False,
+        client_order_id: str | None = None,
     ) -> OrderAck:
         """Place a market, limit or stop order (``price`` is the limit or the stop trigger).
 
@@ -259,11 +266,13 @@ class PaperExchange(SimulatedWorld):
             "kind": kind,
             "price": price,
             "reduce_only": reduce_only,
+            "client_order_id": client_order_id,
         }
         return await self._send(
             "place_order",
             args,
-            lambda: self._submit(symbol, side, amount, kind, price, reduce_only, faults=True),
+            lambda: self._submit(symbol, side, amount, kind, price, reduce_only, faults=True,
+                                 client_order_id=client_order_id),
         )
 
     async def close(self) -> None:
@@ -325,6 +334,7 @@ class PaperExchange(SimulatedWorld):
         reduce_only: bool,
         *,
         faults: bool,
+        client_order_id: str | None = None,
     ) -> OrderAck:
         """Validate, apply the reduce-only rule, then fill or rest. Nothing changes on refusal."""
         if not self.market.lists(symbol):
@@ -365,6 +375,7 @@ class PaperExchange(SimulatedWorld):
             None if kind == "market" else float(price),  # type: ignore[arg-type]
             kind,
             reduce_only,
+            client_order_id,
         )
         if not marketable:
             self.book.rest(order)
@@ -388,9 +399,11 @@ class PaperExchange(SimulatedWorld):
         kind: str = "limit",
         price: float | None = None,
         reduce_only: bool = False,
+        client_order_id: str | None = None,
     ) -> OrderAck:
         """``place_order`` without the wire: no latency, no faults, not logged."""
-        return self._submit(symbol, side, amount, kind, price, reduce_only, faults=False)
+        return self._submit(symbol, side, amount, kind, price, reduce_only, faults=False,
+                            client_order_id=client_order_id)
 
     def __repr__(self) -> str:
         return (
