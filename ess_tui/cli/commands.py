@@ -173,7 +173,7 @@ async def status(settings: Settings, as_json: bool) -> int:
         else:
             out(f"ARMED — trading allowed (activations so far: {int(state.activation_count)})")
         if latches:
-            from ess_tui.cli.scoped import latch_lines
+            from ess_tui.cli.safe import latch_lines
 
             out(f"{len(latches)} scoped or reduce-only latch(es) active:")
             for line in latch_lines(latches):

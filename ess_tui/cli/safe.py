@@ -67,3 +67,10 @@ def _guard(line: str) -> str:
             for ch in text
         )
     return text if len(text) <= LINE_LIMIT else text[: LINE_LIMIT - 1] + "…"
+
+
+def latch_lines(latches: list[Any]) -> list[str]:
+    """One clean, bounded line per scoped or reduce-only latch (for ``status``)."""
+    return [f"  {x.level.replace('_', '-').upper():<11} {safe(str(x.scope), 80)} — "
+            f"{safe(x.reason, 200)} (latch {x.id}, by {safe(x.latched_by, NAME_LIMIT)})"
+            for x in latches]

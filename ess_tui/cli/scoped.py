@@ -144,10 +144,4 @@ def reset(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def latch_lines(latches: list[Any]) -> list[str]:
-    return [f"  {x.level.replace('_', '-').upper():<11} {safe(str(x.scope), 80)} — "
-            f"{safe(x.reason, 200)} (latch {x.id}, by {safe(x.latched_by, NAME_LIMIT)})"
-            for x in latches]
-
-
-__all__ = ["DESK", "activate", "is_scoped", "latch_lines", "reset"]
+__all__ = ["DESK", "activate", "is_scoped", "reset"]

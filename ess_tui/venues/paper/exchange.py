@@ -389,22 +389,6 @@ class PaperExchange(SimulatedWorld):
         self.book.fill(order.id, symbol, side, filled, fill_price, kind=kind, reduce_only=reduce_only)
         return OrderAck(order, status, filled, fill_price)
 
-    # --- seeding a world (no round trip, no faults) ----------------------------------------------
-
-    def seed_order(
-        self,
-        symbol: str,
-        side: OrderSide,
-        amount: float,
-        kind: str = "limit",
-        price: float | None = None,
-        reduce_only: bool = False,
-        client_order_id: str | None = None,
-    ) -> OrderAck:
-        """``place_order`` without the wire: no latency, no faults, not logged."""
-        return self._submit(symbol, side, amount, kind, price, reduce_only, faults=False,
-                            client_order_id=client_order_id)
-
     def __repr__(self) -> str:
         return (
             f"PaperExchange(name={self.name!r}, positions={len(self.book.positions)}, "

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from datetime import datetime
 
 from ess_tui.engine.text import as_utc
-from ess_tui.engine.venue import Position, Side
+from ess_tui.engine.venue import OrderSide, Position, Side
 from ess_tui.market.ticks import Tick
 from ess_tui.venues.paper.book import Fill, PaperBook
 from ess_tui.venues.paper.market import FeedState, SimulatedMarket
-from ess_tui.venues.paper.snapshot import PaperSnapshot
+from ess_tui.venues.paper.snapshot import OrderAck, PaperSnapshot
 from ess_tui.venues.paper.wire import FaultConfig, PaperWire
 
 __all__ = ["SimulatedWorld", "positive_finite"]
@@ -54,6 +54,11 @@ class SimulatedWorld:
         raise NotImplementedError
 
     def _positions(self) -> list[Position]:  # the exchange's book, as venue positions
+        raise NotImplementedError
+
+    def _submit(self, symbol: str, side: OrderSide, amount: float, kind: str,
+                price: float | None, reduce_only: bool, *, faults: bool,
+                client_order_id: str | None = None) -> OrderAck:  # the exchange's order entry
         raise NotImplementedError
 
     # --- the account, read locally ---------------------------------------------------------------
@@ -200,3 +205,17 @@ class SimulatedWorld:
         """Put a position on the book directly, entered at ``entry_price`` (default: the mid)."""
         entry = self.market.mid(symbol) if entry_price is None else entry_price
         self.book.set_position(symbol, side, amount, entry)
+
+    def seed_order(
+        self,
+        symbol: str,
+        side: OrderSide,
+        amount: float,
+        kind: str = "limit",
+        price: float | None = None,
+        reduce_only: bool = False,
+        client_order_id: str | None = None,
+    ) -> OrderAck:
+        """``place_order`` without the wire: no latency, no faults, not logged."""
+        return self._submit(symbol, side, amount, kind, price, reduce_only, faults=False,
+                            client_order_id=client_order_id)
