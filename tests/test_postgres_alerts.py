@@ -26,7 +26,7 @@ from ess_tui.store.postgres.store import PostgresStore
 from ess_tui.store.postgres.url import PGTarget
 
 from alert_receivers import WebhookReceiver, command_sink, read_lines
-from pg_server import PASSWORD, PGCluster, pg_cluster, pg_url  # noqa: F401 - fixtures
+from pg_server import PASSWORD, PGCluster, own_cluster, pg_cluster, pg_url  # noqa: F401 - fixtures
 from test_alerts import make_settings, started, wait_for
 
 
@@ -198,3 +198,34 @@ def test_alerts_and_events_commands_work_against_a_pg_url(pg_url: str, tmp_path)
     # the drill's audit row went to the PG trail, not to a SQLite file beside the config
     assert not (tmp_path / "ess.db").exists()
     assert rows(pg_url, "SELECT count(*) FROM audit WHERE action = 'alert_drill'") == [(1,)]
+
+
+@pytest.mark.slow
+async def test_scrape_counts_go_missing_while_the_server_is_dead_and_alerts_resume_after(
+        own_cluster: PGCluster, tmp_path, monkeypatch) -> None:
+    url = own_cluster.new_database()
+    with WebhookReceiver() as hook:
+        monkeypatch.setenv("ESS_ALERT_HOOK", hook.url)
+        settings = make_settings(tmp_path, monkeypatch, [
+            {"name": "hook", "url_env": "ESS_ALERT_HOOK", "min_level": "critical"}],
+            alert_retry_max=1.0).model_copy(update={"db_url": url})
+        rt = await started(settings)
+        try:
+            outbox = rt.alerts.outbox
+            outbox.refresh_sec, outbox.stale_after = 0.2, 1.5
+            await rt.manual_stop("before the server dies", actor="alice")
+            got = await asyncio.to_thread(hook.wait_for, 1)
+            assert "LATCHED #1" in got[0]["title"]
+            assert await wait_for(lambda: rt.alerts.snapshot().alerts_pending == 0, timeout=10)
+            await asyncio.to_thread(own_cluster.kill9)
+            # never a stale zero: the count goes missing while the outbox cannot be read
+            assert await wait_for(lambda: rt.alerts.snapshot().alerts_pending is None, timeout=15)
+            await asyncio.to_thread(own_cluster.start)
+            assert await wait_for(lambda: rt.alerts.snapshot().alerts_pending == 0, timeout=30)
+            assert await wait_for(lambda: rt.controller.last_report is not None
+                                  and not rt.controller.flattening, timeout=20)
+            await rt.reset("bob", "server back, book flat")
+            got = await asyncio.to_thread(hook.wait_for, 2, 30.0)
+            assert "reset #1 by bob" in got[-1]["title"]
+        finally:
+            await rt.stop()
