@@ -87,7 +87,8 @@ class AlertsWiring:
             self._unsubscribe.append(bus.subscribe(handler, kind))
         if self.sinks:
             self.relay.start()
-        if hasattr(self.outbox, "refresh_loop"):  # PostgreSQL: the scrape reads a snapshot
+        if self.metrics is not None and hasattr(self.outbox, "refresh_loop"):
+            # PostgreSQL: the scrape (on the exporter's thread) reads a snapshot kept fresh here
             self.outbox.watch({s.name: levels_from(s.min_level) for s in self.sinks},
                               self.relay.max_age)
             self._loops.append(asyncio.ensure_future(self.outbox.refresh_loop()))
