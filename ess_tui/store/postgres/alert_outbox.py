@@ -17,7 +17,6 @@ the async pool cannot be used. They answer from a small snapshot that :meth:`ref
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
