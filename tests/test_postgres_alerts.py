@@ -234,7 +234,9 @@ async def test_scrape_counts_go_missing_while_the_server_is_dead_and_alerts_resu
             assert await wait_for(lambda: pending_metric(port) == 0, timeout=30)
             assert await wait_for(lambda: rt.controller.last_report is not None
                                   and not rt.controller.flattening, timeout=20)
-            await rt.reset("bob", "server back, book flat")
+            # (the reset policy is not this test's subject: after the outage the flatten may
+            # not be re-verified yet, so the operator overrides, audited)
+            await rt.reset("bob", "server back", override="alerts test: server restarted")
             # (a "store unavailable" alert from the outage may come first: that is right too)
             assert await wait_for(lambda: any("reset #1 by bob" in r["title"]
                                               for r in hook.received), timeout=30)
