@@ -70,13 +70,13 @@ def _sinks(settings: Settings) -> list[Any]:
 
 
 async def _list(settings: Settings) -> int:
-    from ess_tui.store.outbox import SQLiteOutbox
+    from ess_tui.store.open import open_outbox
 
     sinks = _sinks(settings)
     if not sinks:
         print("no alert sinks: add [[alerts]] entries to ess.toml (see README, Alerts)")
         return 0
-    outbox = SQLiteOutbox(settings.db_path)
+    outbox = open_outbox(settings.db_target)
     try:
         rows = await outbox.deliveries()
     except Exception as exc:  # noqa: BLE001 - still list the sinks
@@ -101,7 +101,7 @@ async def _list(settings: Settings) -> int:
 async def _drill(settings: Settings, name: str | None, by: str | None) -> int:
     from ess_tui.alerts.messages import render
     from ess_tui.alerts.relay import AlertRelay
-    from ess_tui.store.sqlite import SQLiteStore
+    from ess_tui.store.open import open_store
 
     sinks = _sinks(settings)
     if name is not None:
@@ -123,7 +123,7 @@ async def _drill(settings: Settings, name: str | None, by: str | None) -> int:
         return error, time.perf_counter() - started
 
     results = await asyncio.gather(*(one(s) for s in sinks))
-    store = SQLiteStore(settings.db_path, create=False)
+    store = open_store(settings.db_target, create=False)
     try:
         await store.audit("alert_drill", actor=actor, reason="drill alert to the sinks",
                           details={s.name: (e or "delivered") for s, (e, _) in zip(sinks, results)})
@@ -188,11 +188,11 @@ def _print(item: dict[str, Any], as_json: bool) -> None:
 
 
 async def _events(settings: Settings, follow: bool, as_json: bool, interval: float) -> int:
-    from ess_tui.store.outbox import SQLiteOutbox
-    from ess_tui.store.sqlite import SQLiteStore
+    from ess_tui.store.open import open_outbox, open_store
 
-    store = SQLiteStore(settings.db_path, create=False)
-    outbox = SQLiteOutbox(settings.db_path)
+    store = open_store(settings.db_target, create=False)
+    # On PostgreSQL the outbox shares the store's pool; on SQLite it has its own connection.
+    outbox = open_outbox(settings.db_target, store=store)
     last_seq, last_id = 0, 0
     try:
         while True:

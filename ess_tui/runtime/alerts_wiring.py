@@ -45,7 +45,13 @@ class AlertsWiring:
             self.sinks = build_sinks(settings.alerts)
         except ValueError as exc:
             raise ConfigError(f"bad config: {exc}") from None
-        self.outbox = SQLiteOutbox(settings.db_path)
+        self.outbox: Any
+        if settings.db_url is not None:  # a desk's PostgreSQL store: the outbox on its pool
+            from ess_tui.store.open import open_outbox
+
+            self.outbox = open_outbox(settings.db_url, store=runtime.store)
+        else:
+            self.outbox = SQLiteOutbox(settings.db_path)
         self.relay = AlertRelay(self.outbox, self.sinks, acting=lambda: runtime.controller.acting,
                                 clock=utcnow, retry_max=settings.alert_retry_max)
         self.metrics: MetricsServer | None = None
@@ -81,6 +87,11 @@ class AlertsWiring:
             self._unsubscribe.append(bus.subscribe(handler, kind))
         if self.sinks:
             self.relay.start()
+        if self.metrics is not None and hasattr(self.outbox, "refresh_loop"):
+            # PostgreSQL: the scrape (on the exporter's thread) reads a snapshot kept fresh here
+            self.outbox.watch({s.name: levels_from(s.min_level) for s in self.sinks},
+                              self.relay.max_age)
+            self._loops.append(asyncio.ensure_future(self.outbox.refresh_loop()))
         self._loops.append(asyncio.ensure_future(self._flatten_watch()))
         self._loops.append(asyncio.ensure_future(self._ready()))
         self._loops.append(asyncio.ensure_future(self._digest_loop()))

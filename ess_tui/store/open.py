@@ -12,7 +12,7 @@ from typing import Any
 
 from ess_tui.store.postgres.url import URLError, is_postgres_url, redact
 
-__all__ = ["URLError", "describe_db", "is_postgres_url", "open_store"]
+__all__ = ["URLError", "describe_db", "is_postgres_url", "open_outbox", "open_store"]
 
 
 def describe_db(db: str | os.PathLike[str]) -> str:
@@ -39,3 +39,20 @@ def open_store(db: str | os.PathLike[str], *, create: bool = True, **kwargs: Any
     from ess_tui.store.sqlite import SQLiteStore
 
     return SQLiteStore(text, create=create, **kwargs)
+
+
+def open_outbox(db: str | os.PathLike[str], *, store: Any = None) -> Any:
+    """The alert outbox of the store at ``db``: a ``SQLiteOutbox`` on the file, or a
+    ``PostgresOutbox`` on ``store``'s pool when it is the runtime's ``PostgresStore`` (else on a
+    store of its own that it closes)."""
+    text = os.fspath(db)
+    if is_postgres_url(text):
+        from ess_tui.store.postgres.alert_outbox import PostgresOutbox
+        from ess_tui.store.postgres.store import PostgresStore
+
+        if isinstance(store, PostgresStore):
+            return PostgresOutbox(store)
+        return PostgresOutbox(PostgresStore(text, create=False), owns_store=True)
+    from ess_tui.store.outbox import SQLiteOutbox
+
+    return SQLiteOutbox(db)

@@ -28,6 +28,7 @@ from ess_tui.engine.store import (
     entry_at,
     stale_reset_reason,
 )
+from ess_tui.store import outbox as outbox_events
 from ess_tui.store.postgres.audit import with_details
 from ess_tui.store.postgres.outbox import OutboxMixin
 from ess_tui.store.postgres.schema import EMERGENCY_KEY, STATE_COLUMNS
@@ -162,11 +163,11 @@ class PostgresStore(OutboxMixin):
                 "UPDATE state SET active = true, reason = %s, since = %s, activation_count = %s, "
                 "change_seq = change_seq + 1 WHERE id = 1", (why, when, new.activation_count))
             await self._write_row(conn, row)
-            await self._enqueue(
-                conn, "latched", level="critical", key=f"latched:{new.activation_count}",
-                payload={"reason": why, "actor": who, "since": when,
-                         "activation_count": new.activation_count},
-                activation=new.activation_count, at=when, audit_seq=row.seq, queued=True)
+            # The same event as the SQLite store's (what the alert messages read).
+            event = outbox_events.latched_event(new, actor=who, details=details)
+            event["payload"]["audit_head"] = f"{row.seq}:{row.hash}"
+            await self._enqueue(conn, event.pop("kind"), at=when, audit_seq=row.seq,
+                                queued=True, **event)
             await self._publish(conn, new, seq + 1, when)
             return LatchResult(new, True)
 
@@ -225,11 +226,10 @@ class PostgresStore(OutboxMixin):
                 "UPDATE state SET active = false, reason = NULL, since = %s, last_reset_by = %s, "
                 "last_reset_at = %s, change_seq = change_seq + 1 WHERE id = 1", (when, who, when))
             await self._write_row(conn, row)
-            await self._enqueue(
-                conn, "reset", level="warning", key=f"reset:{state.activation_count}",
-                payload={"reset_by": who, "note": why, "previous_reason": state.reason,
-                         "activation_count": state.activation_count},
-                activation=state.activation_count, at=when, audit_seq=row.seq, queued=True)
+            event = outbox_events.reset_event(state, who=who, note=why, details=details)
+            event["payload"]["audit_head"] = f"{row.seq}:{row.hash}"
+            await self._enqueue(conn, event.pop("kind"), at=when, audit_seq=row.seq,
+                                queued=True, **event)
             await self._publish(conn, new, seq + 1, when)
             return new
 
