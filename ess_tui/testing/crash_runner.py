@@ -26,6 +26,9 @@ class Runner:
         # Holder ids are host:pid:random (unique across PID namespaces): known once it holds.
         self.prefix = f"{socket.gethostname()}:{self.proc.pid}:"
         self._db = db
+        log = env.get("QT_ESS_PAPER__CALL_LOG")
+        #: The paper venue's call log of this runner (``[paper] call_log``), if the drill asked for one.
+        self.call_log: Path | None = Path(log) if log else None
         self._holder: str | None = None
         self.lease_seq: int | None = None  # seq of its lease_acquired row once it holds the lease
 
