@@ -1,0 +1,67 @@
+"""Split brain: the acting runner, SIGSTOPped mid-flatten past its lease and SIGCONTed after
+another runner took over, sends nothing more and writes no second flatten row.
+
+The drill is ``ess_tui/testing/split_brain.py`` (also ``scripts/soak_split_brain.py --runs N``):
+real ``ess-tui headless`` processes, the real ``activate`` and ``reset`` commands, each runner's
+paper venue writing its opt-in call log (``QT_ESS_PAPER__CALL_LOG``), which is what is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from ess_tui.testing.split_brain import SplitBrainHarness, SplitBrainSettings, calls_after, read_call_log
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP is POSIX")]
+
+
+def _harness(tmp_path, seed: int = 0) -> SplitBrainHarness:
+    return SplitBrainHarness(tmp_path, SplitBrainSettings(timeout=30.0), seed=seed)
+
+
+def test_a_runner_frozen_mid_cancel_sends_nothing_after_it_wakes(tmp_path):
+    # Frozen right after its cancel left: its closes are still to come when it wakes.
+    result = _harness(tmp_path).run(1, "takeover", stop_after_calls=1)
+    assert result.failures == [], "\n".join(result.failures)
+    assert result.calls_after_cont == 0 and result.calls_before_stop == 1
+    assert result.a_log  # it says it was fenced, or that it now waits as a standby
+
+
+def test_a_runner_frozen_after_its_last_close_writes_no_second_flatten_row(tmp_path):
+    # Frozen mid-verify (all 5 book-changing calls sent): before the fix it woke, finished
+    # verifying and wrote a second 'flattened' row after the runner that took over wrote its own.
+    result = _harness(tmp_path).run(2, "takeover", stop_after_calls=5)
+    assert result.failures == [], "\n".join(result.failures)
+    assert result.calls_after_cont == 0
+
+
+def test_random_freeze_points_with_a_takeover(tmp_path):
+    result = _harness(tmp_path, seed=11).run(4, "takeover")
+    assert result.failures == [], "\n".join(result.failures)
+    assert result.calls_after_cont == 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known, not fixed here: a runner woken from a freeze longer than 2 s reads its own event-loop "
+    "lag as 'System health CRITICAL' and latches a new activation after the operator's reset "
+    "(engine/system.py evaluates and latches even as a standby; market/health.py counts the freeze)"))
+def test_a_runner_frozen_during_an_operator_reset_does_not_latch_again(tmp_path):
+    result = _harness(tmp_path).run(3, "reset", stop_after_calls=1)
+    assert result.failures == [], "\n".join(result.failures)
+
+
+def test_the_drill_counts_calls_from_the_call_log(tmp_path):
+    log = tmp_path / "calls.jsonl"
+    lines = [{"mono": 10.0, "pid": 1, "method": "cancel_all_orders"},
+             {"mono": 12.5, "pid": 1, "method": "close_position"},
+             {"mono": 13.0, "pid": 2, "method": "close_position"}]
+    log.write_text("\n".join(json.dumps(x) for x in lines) + "\n{\"mono\": 14")  # last line cut short
+    calls = read_call_log(log)
+    assert len(calls) == 3
+    assert [c["method"] for c in calls_after(calls, 12.0)] == ["close_position", "close_position"]
+    assert len(calls_after(calls, 12.0, pid=1)) == 1
+    assert calls_after(calls, 20.0) == []
