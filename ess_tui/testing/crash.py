@@ -69,7 +69,7 @@ PHASES = ("before", "during", "after")
 REASON = "Crash drill {run}: Equity drawdown catastrophic: 30.00%"
 
 
-
+@dataclass(frozen=True)
 class CrashSettings:
     """How the drill runs the ESS. Defaults suit the test suite on a small machine."""
 
