@@ -104,3 +104,38 @@ def test_the_paper_call_log_is_off_by_default_and_one_line_per_book_changing_cal
     calls = read_call_log(path)
     assert [c["method"] for c in calls] == ["cancel_all_orders"] + ["close_position"] * 4
     assert all(c["pid"] == os.getpid() and c["mono"] > 0 and c["wall"] > 0 for c in calls)
+
+
+async def test_a_fence_answer_that_comes_back_after_a_freeze_past_the_lease_is_not_acted_on():
+    # Found by the drill (reset-alone run 3): A was frozen after its fence checks had answered
+    # "yours" but before its closes left; woken after the reset, it sent all four. Here the
+    # freeze is a stepped monotonic clock during check_fence, and another runner takes over.
+    from dataclasses import replace
+
+    from ess_tui.engine.controller import EmergencyStopController
+    from ess_tui.engine.seed_store import MemoryPolicyStore, SeedPolicyStoreAdapter
+    from ess_tui.engine.store import FencedOut
+    from ess_tui.engine.system import EmergencyStopSystem
+
+    now = [1000.0]
+    store = SeedPolicyStoreAdapter(MemoryPolicyStore())
+    controller = EmergencyStopController(store=store, exchange=None)
+    system = EmergencyStopSystem([], controller, None, 0.1, lease_ttl_sec=1.0)
+    system.monotonic = lambda: now[0]
+    await system._take_lease()
+    state = await controller.latch("split brain", source="test")
+    real_check, real_acquire = store.check_fence, store.acquire_lease
+
+    async def taken_over(holder, *, ttl_sec, at):
+        lease = await real_acquire(holder, ttl_sec=ttl_sec, at=at)
+        return replace(lease, holder="other-host:1:abc", epoch=lease.epoch + 1)
+
+    async def check_then_freeze(holder, epoch, activation):
+        await real_check(holder, epoch, activation)  # "yours": true when asked...
+        now[0] += 5.0  # ...then SIGSTOP for 5 s, past the 1 s lease, and another runner took over
+        store.acquire_lease = taken_over
+
+    store.check_fence = check_then_freeze
+    with pytest.raises(FencedOut):
+        await system.fence(state.activation_count)
+    assert not controller.acting
