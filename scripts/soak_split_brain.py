@@ -24,7 +24,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ess_tui.testing.split_brain import SplitBrainHarness, SplitBrainResult, SplitBrainSettings
+from ess_tui.testing.split_brain import (
+    VARIANTS,
+    SplitBrainHarness,
+    SplitBrainResult,
+    SplitBrainSettings,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease-ttl", type=float, default=1.0, help="runner lease ttl, s (default 1)")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds any one step may take before the run fails (default 30)")
+    parser.add_argument("--variant", action="append", choices=VARIANTS, dest="variants",
+                        help="run only this variant (repeatable; default: all, alternating)")
     parser.add_argument("--workdir", type=Path, help="where runs go (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the databases and logs afterwards")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress dots")
@@ -61,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         elif not args.quiet:
             print(".", end="", flush=True)
 
-    report = harness.soak(args.runs, parallel=args.parallel, progress=progress)
+    variants = tuple(args.variants or VARIANTS)
+    report = harness.soak(args.runs, parallel=args.parallel, variants=variants, progress=progress)
     print()
     print(report.summary())
     if args.keep or report.failures:

@@ -157,14 +157,15 @@ class SplitBrainHarness:
         self.settings = settings or SplitBrainSettings()
         self.seed = seed
 
-    def soak(self, runs: int, *, parallel: int = 1,
+    def soak(self, runs: int, *, parallel: int = 1, variants: tuple[str, ...] = VARIANTS,
              progress: Callable[[SplitBrainResult], None] | None = None) -> SplitBrainReport:
+        """``runs`` runs, ``parallel`` at a time, cycling through ``variants``."""
         report = SplitBrainReport()
         started = time.monotonic()
         lock = threading.Lock()
 
         def one(index: int) -> None:
-            result = self.run(index)
+            result = self.run(index, variants[(index - 1) % len(variants)])
             with lock:
                 report.add(result)
                 if progress is not None:
