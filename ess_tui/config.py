@@ -98,6 +98,7 @@ class PaperSettings(BaseModel):
     drift: bool = Field(True, description="let prices and PnL move so the gauges are alive")
     tick_interval: Float = Field(0.5, gt=0, le=60, description="seconds between simulated ticks")
     rate_limit: Float | None = Field(None, gt=0, description="venue requests per second, none = unlimited")
+    call_log: Path | None = Field(None, description="append one JSON line per book-changing call (drills)")
 
 
 class VenueSettings(BaseModel):

@@ -7,7 +7,7 @@
 Each run uses a fresh temporary database, latches the ESS, kills the runner at a chosen moment,
 restarts it (sometimes twice) and checks that it is still latched with the same reason and count,
 that the audit chain verifies with no row lost or duplicated, and that the new runner flattens to
-a verified flat (see ``ess_tui/testing_crash.py``). Prints one line per failed run and a summary:
+a verified flat (see ``ess_tui/testing/crash.py``). Prints one line per failed run and a summary:
 
     runs: 200  kills: 262 (before 87, during 88, after 87)  restarts: 262  failures: 0  ...
 

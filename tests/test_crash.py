@@ -1,6 +1,6 @@
 """Crash at any moment: SIGKILL ``ess-tui headless`` before, during and after flattening.
 
-The drill itself is ``ess_tui/testing_crash.py`` (also behind ``scripts/soak_crash.py --runs N``).
+The drill itself is ``ess_tui/testing/crash.py`` (also behind ``scripts/soak_crash.py --runs N``).
 Here: 20 runs in the suite, and proof that the drill's checks catch what they are meant to catch.
 """
 

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -293,6 +294,11 @@ class EmergencyStopController(ResetMixin, SyncMixin):
         except Exception as exc:  # noqa: BLE001 - flatten must report, never vanish
             log.exception("flatten crashed")
             report = FlattenReport(flat=False, last_error=describe_error(exc))
+        if not report.fenced and self._state.active and self._state.activation_count == activation:
+            try:  # still ours to report? One frozen past its lease mid-verify must not write
+                await self.fence(activation)  # a second flatten row (found by the split-brain drill)
+            except FencedOut as exc:
+                report = replace(report, fenced=True, last_error=describe_error(exc))
         self.last_report = report
         if report.fenced:
             # Another runner acts now (or the activation was reset): it flattens and reports.
@@ -390,6 +396,4 @@ class EmergencyStopController(ResetMixin, SyncMixin):
                 pass
 
 
-__all__ = [
-    "EmergencyStopController", "NotLatchedError", "ResetRefused", "StaleResetError", "os_user",
-]
+__all__ = ["EmergencyStopController", "NotLatchedError", "ResetRefused", "StaleResetError", "os_user"]

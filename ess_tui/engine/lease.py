@@ -87,6 +87,16 @@ class LeaseMixin:
         """
         if self.lease_ttl_sec is None:
             return
+        for _ in range(3):
+            if await self._fence_once(activation):
+                return
+            # The answer came back after our lease could have lapsed (this process was frozen or
+            # stalled while asking): it may be stale, so ask again (found by the split-brain drill).
+        raise FencedOut(f"runner {self.holder}: every fence answer came back stale (process stalled)")
+
+    async def _fence_once(self: EmergencyStopSystem, activation: int) -> bool:
+        """One fence check; True when its answer is still fresh (renewed within the ttl)."""
+        assert self.lease_ttl_sec is not None
         if (self.lease_holder != self.holder or self.lease_epoch is None
                 or self.monotonic() - self._lease_renewed_at >= self.lease_ttl_sec):
             # Not held as far as we know (not taken yet, or our last renewal is older than the
@@ -101,7 +111,7 @@ class LeaseMixin:
                 )
         check = getattr(self.controller.store, "check_fence", None)
         if not callable(check):
-            return
+            return True
         try:
             await check(self.holder, self.lease_epoch, activation)
         except FencedOut as exc:
@@ -114,3 +124,4 @@ class LeaseMixin:
             raise
         except Exception as exc:  # noqa: BLE001 - see the docstring
             log.warning("fence check failed (%s); flattening goes on", describe_error(exc))
+        return self.monotonic() - self._lease_renewed_at < self.lease_ttl_sec

@@ -160,6 +160,7 @@ class Runtime:
                     rate_limit=settings.paper.rate_limit,
                     clock=clock,
                 )
+                paper.wire.call_log_path = settings.paper.call_log
             venue = paper
             feed = FeedMonitor(symbols=list(paper.symbols), clock=clock)
             paper.subscribe_ticks(feed.on_tick)

@@ -2,7 +2,8 @@
 
     from ess_tui.testing import FakeMetricsRepository, FakeExchange, RecordingEventBus
 
-``ess_tui.testing.crash`` holds the SIGKILL drill harness (imported on its own; it spawns runners).
+``ess_tui.testing.crash`` (SIGKILL) and ``ess_tui.testing.split_brain`` (SIGSTOP/SIGCONT) hold the
+drill harnesses (imported on their own; they spawn runners); ``crash_db`` and ``crash_runner`` their parts.
 """
 
 from __future__ import annotations

@@ -24,14 +24,8 @@ POSIX only (SIGKILL).
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import random
-import signal
-import socket
-import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -42,6 +36,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ess_tui.testing.crash_db import (
+    FLATTEN_ROWS,
+    DrillFailure,
+    audit_rows,
+    check_rows_kept,
+    flatten_rows_per_runner,
+    latch,
+    lease_holder,
+    try_rows,
+    verify_chain,
+)
+from ess_tui.testing.crash_runner import Runner
+
 __all__ = [
     "PHASES",
     "CrashSettings",
@@ -51,6 +58,7 @@ __all__ = [
     "audit_rows",
     "check_rows_kept",
     "flatten_rows_per_runner",
+    "DrillFailure",
 ]
 
 #: When a kill lands, as observed: before the runner flattened anything, while it was flattening,
@@ -59,12 +67,6 @@ PHASES = ("before", "during", "after")
 
 #: What the drill latches with; the runner must come back with exactly this reason.
 REASON = "Crash drill {run}: Equity drawdown catastrophic: 30.00%"
-
-_FLATTEN_ROWS = ("flattened", "flatten_failed")
-
-
-class DrillFailure(Exception):
-    """A promise was broken (or a step did not happen in time); the message says which."""
 
 
 @dataclass(frozen=True)
@@ -121,175 +123,6 @@ class SoakReport:
         )
 
 
-# --- reading the database as a bystander ---------------------------------------------------------
-
-
-def _connect_ro(db: Path) -> sqlite3.Connection:
-    return sqlite3.connect(Path(db).resolve().as_uri() + "?mode=ro", uri=True, timeout=2.0)
-
-
-def audit_rows(db: Path) -> list[tuple[int, str, str, str, dict[str, Any]]]:
-    """``(seq, action, actor, hash, details)`` of every audit row, oldest first (read-only)."""
-    conn = _connect_ro(db)
-    try:
-        rows = conn.execute(
-            "SELECT seq, action, actor, hash, details FROM audit ORDER BY seq"
-        ).fetchall()
-    finally:
-        conn.close()
-    out = []
-    for seq, action, actor, digest, details in rows:
-        try:
-            parsed = json.loads(details)
-        except ValueError:
-            parsed = {}
-        out.append((int(seq), str(action), str(actor), str(digest), parsed))
-    return out
-
-
-def _try_rows(db: Path) -> list[tuple[int, str, str, str, dict[str, Any]]]:
-    try:
-        return audit_rows(db) if db.exists() else []
-    except sqlite3.Error:
-        return []  # still being created
-
-
-def _lease_holder(db: Path) -> str | None:
-    try:
-        conn = _connect_ro(db)
-    except sqlite3.Error:
-        return None
-    try:
-        row = conn.execute("SELECT holder FROM lease WHERE name = 'runner'").fetchone()
-    except sqlite3.Error:
-        return None
-    finally:
-        conn.close()
-    return str(row[0]) if row else None
-
-
-def check_rows_kept(seen: dict[int, str], rows: list[tuple[int, str, str, str, dict[str, Any]]]) -> list[str]:
-    """Problems if a row seen earlier is gone or changed, or if seqs are not 1..n without gaps."""
-    problems: list[str] = []
-    now = {seq: digest for seq, _, _, digest, _ in rows}
-    for seq, digest in sorted(seen.items()):
-        if seq not in now:
-            problems.append(f"audit row {seq} was seen before the kill and is now lost")
-        elif now[seq] != digest:
-            problems.append(f"audit row {seq} changed after the kill")
-    seqs = [r[0] for r in rows]
-    if seqs != list(range(1, len(seqs) + 1)):
-        problems.append(f"audit seqs are not 1..{len(seqs)} without gaps or duplicates: {seqs[:20]}")
-    return problems
-
-
-def flatten_rows_per_runner(rows: list[tuple[int, str, str, str, dict[str, Any]]]) -> Counter[str]:
-    """How many flatten results each runner (lease holder) wrote while it held the lease."""
-    holder = None
-    per_holder: Counter[str] = Counter()
-    for _, action, actor, _, _ in rows:
-        if action == "lease_acquired":
-            holder = actor
-        elif action in _FLATTEN_ROWS and holder is not None:
-            per_holder[holder] += 1
-    return per_holder
-
-
-def _verify_chain(db: Path, key: str) -> str | None:
-    """None when the chain verifies under ``key``; otherwise what ``audit --verify`` would say."""
-    from ess_tui.store.sqlite import SQLiteStore
-
-    async def verify() -> Any:
-        store = SQLiteStore(db, create=False, audit_key=key)
-        try:
-            return await store.verify_audit()
-        finally:
-            await store.close()
-
-    result = asyncio.run(verify())
-    if result.ok:
-        return None
-    return f"audit chain broken at row {result.first_bad_seq}: {result.problem}"
-
-
-def _latch(db: Path, key: str, reason: str) -> int:
-    """Latch as ``ess-tui activate`` does (durable, audited, no venue call). Returns the count."""
-    from ess_tui.engine.controller import EmergencyStopController
-    from ess_tui.store.sqlite import SQLiteStore
-
-    async def latch() -> int:
-        store = SQLiteStore(db, audit_key=key)
-        try:
-            controller = EmergencyStopController(store=store, acting=False, actor="crash-drill")
-            state = await controller.latch(reason, source="crash drill")
-            if controller.not_durable:
-                raise DrillFailure(f"the latch was not durable: {controller.not_durable}")
-            return state.activation_count
-        finally:
-            await store.close()
-
-    return asyncio.run(latch())
-
-
-# --- one runner process --------------------------------------------------------------------------
-
-
-class _Runner:
-    """One ``ess-tui headless`` process; its stderr (the log) goes to its own file."""
-
-    def __init__(self, workdir: Path, db: Path, index: int, env: dict[str, str], python: str) -> None:
-        self.err_path = workdir / f"runner-{index}.stderr"
-        self._err = self.err_path.open("wb")
-        self.proc = subprocess.Popen(
-            [python, "-m", "ess_tui", "headless", "--db", str(db)],
-            cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=self._err, start_new_session=True,
-        )
-        # Holder ids are host:pid:random (unique across PID namespaces): known once it holds.
-        self.prefix = f"{socket.gethostname()}:{self.proc.pid}:"
-        self._db = db
-        self._holder: str | None = None
-        self.lease_seq: int | None = None  # seq of its lease_acquired row once it holds the lease
-
-    @property
-    def holder(self) -> str:
-        """This runner's holder id, read from the lease table once it has held the lease."""
-        if self._holder is None:
-            found = _lease_holder(self._db)
-            if found is not None and found.startswith(self.prefix):
-                self._holder = found
-        return self._holder or f"{self.prefix}*"
-
-    def log(self) -> str:
-        try:
-            return self.err_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def tail(self, lines: int = 8) -> str:
-        return " | ".join(self.log().strip().splitlines()[-lines:])
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self._err.close()
-
-    def terminate(self, timeout: float) -> int | None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return None
-        finally:
-            self._err.close()
-
-
 # --- the drill -----------------------------------------------------------------------------------
 
 
@@ -327,7 +160,7 @@ class CrashHarness:
         """One run on a fresh database. Never raises for a broken promise: it is in ``failures``."""
         result = RunResult(index)
         started = time.monotonic()
-        runners: list[_Runner] = []
+        runners: list[Runner] = []
         try:
             self._run(index, result, runners)
         except DrillFailure as exc:
@@ -357,7 +190,7 @@ class CrashHarness:
         })
         return env
 
-    def _wait(self, what: str, predicate: Callable[[], Any], runner: _Runner | None = None) -> Any:
+    def _wait(self, what: str, predicate: Callable[[], Any], runner: Runner | None = None) -> Any:
         deadline = time.monotonic() + self.settings.timeout
         while True:
             value = predicate()
@@ -369,32 +202,32 @@ class CrashHarness:
                 raise DrillFailure(f"timed out after {self.settings.timeout:g}s waiting: {what}")
             time.sleep(0.02)
 
-    def _start(self, workdir: Path, db: Path, env: dict[str, str], runners: list[_Runner]) -> _Runner:
-        runner = _Runner(workdir, db, len(runners), env, self.settings.python)
+    def _start(self, workdir: Path, db: Path, env: dict[str, str], runners: list[Runner]) -> Runner:
+        runner = Runner(workdir, db, len(runners), env, self.settings.python)
         runners.append(runner)
         return runner
 
-    def _await_lease(self, db: Path, runner: _Runner) -> None:
+    def _await_lease(self, db: Path, runner: Runner) -> None:
         def holds() -> int | None:
-            if _lease_holder(db) != runner.holder:
+            if lease_holder(db) != runner.holder:
                 return None
-            for seq, action, actor, _, _ in reversed(_try_rows(db)):
+            for seq, action, actor, _, _ in reversed(try_rows(db)):
                 if action == "lease_acquired" and actor == runner.holder:
                     return seq
             return None
 
         runner.lease_seq = self._wait(f"{runner.holder} to take the runner lease", holds, runner)
 
-    def _flatten_row(self, db: Path, runner: _Runner) -> tuple[int, dict[str, Any]] | None:
+    def _flatten_row(self, db: Path, runner: Runner) -> tuple[int, dict[str, Any]] | None:
         """The flatten result this runner wrote (rows after its lease_acquired row), if any."""
         if runner.lease_seq is None:
             return None
-        for seq, action, _, _, details in _try_rows(db):
-            if seq > runner.lease_seq and action in _FLATTEN_ROWS:
+        for seq, action, _, _, details in try_rows(db):
+            if seq > runner.lease_seq and action in FLATTEN_ROWS:
                 return seq, details
         return None
 
-    def _run(self, index: int, result: RunResult, runners: list[_Runner]) -> None:
+    def _run(self, index: int, result: RunResult, runners: list[Runner]) -> None:
         s = self.settings
         rng = random.Random(self.seed * 1_000_003 + index)
         workdir = self.workdir / f"run-{index:04d}"
@@ -407,7 +240,7 @@ class CrashHarness:
         latched = False
 
         def observe() -> list[tuple[int, str, str, str, dict[str, Any]]]:
-            rows = _try_rows(db)
+            rows = try_rows(db)
             for seq, _, _, digest, _ in rows:
                 seen.setdefault(seq, digest)
             return rows
@@ -421,7 +254,7 @@ class CrashHarness:
                 time.sleep(rng.uniform(0.0, 0.2))  # armed and idle: killed before any latch
             else:
                 if not latched:
-                    _latch(db, key, reason)
+                    latch(db, key, reason)
                     latched = True
                 if target == "before":
                     time.sleep(rng.uniform(0.0, s.check_interval / 2))
@@ -442,7 +275,7 @@ class CrashHarness:
             result.phases.append(self._phase(db, runner))
             self._check(db, key, reason, seen, latched, f"after kill {k + 1} ({target})")
             if not latched:
-                _latch(db, key, reason)  # written while no runner is up: the next one must act
+                latch(db, key, reason)  # written while no runner is up: the next one must act
                 latched = True
             runner = self._start(workdir, db, env, runners)
             result.restarts += 1
@@ -462,11 +295,11 @@ class CrashHarness:
         code = runner.terminate(timeout=s.timeout)
         if code != 0:
             raise DrillFailure(f"the last runner did not stop cleanly on SIGTERM (exit {code})")
-        if _lease_holder(db) is not None:
+        if lease_holder(db) is not None:
             raise DrillFailure("the last runner stopped without releasing the lease")
         self._check(db, key, reason, seen, latched, "after a clean stop")
 
-    def _phase(self, db: Path, runner: _Runner) -> str:
+    def _phase(self, db: Path, runner: Runner) -> str:
         if self._flatten_row(db, runner) is not None:
             return "after"
         if "ess_tui.engine.flatten:" in runner.log():
@@ -501,7 +334,7 @@ class CrashHarness:
             problems.append(f"{actions['activate']} activate rows (expected {int(latched)})")
         if actions["extra_trigger"]:
             problems.append(f"{actions['extra_trigger']} extra_trigger rows: something re-latched")
-        broken = _verify_chain(db, key)
+        broken = verify_chain(db, key)
         if broken:
             problems.append(broken)
         if problems:

@@ -12,8 +12,11 @@ of failures, and turning faults on does not change the simulated prices.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import os
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
@@ -31,6 +34,9 @@ T = TypeVar("T")
 CallRecord = tuple[float, str, dict[str, Any]]
 
 Sleep = Callable[[float], Awaitable[None]]
+
+#: Calls that can change the book: the opt-in call log file records these.
+BOOK_CHANGING_CALLS = frozenset({"cancel_all_orders", "cancel_order", "close_position", "place_order"})
 
 
 @dataclass
@@ -149,6 +155,8 @@ class PaperWire:
         self.calls: list[CallRecord] = []
         self.round_trips = 0
         self.call_log_limit = call_log_limit
+        #: Opt-in (``[paper] call_log``): one JSON line per book-changing call, as it leaves.
+        self.call_log_path: str | os.PathLike[str] | None = None
         self.faults = FaultConfig()
         self._rng = random.Random(0)
         self.set_faults(faults or FaultConfig())
@@ -172,6 +180,19 @@ class PaperWire:
         limit = self.call_log_limit
         if limit is not None and len(self.calls) > limit:
             del self.calls[: len(self.calls) - limit]
+        if self.call_log_path is not None and method in BOOK_CHANGING_CALLS:
+            self._append_call(method, args)
+
+    def _append_call(self, method: str, args: dict[str, Any]) -> None:
+        """One line, written with a single O_APPEND write: it survives the process being killed,
+        and the times (system-wide CLOCK_MONOTONIC and wall) compare with other processes'."""
+        line = json.dumps({"mono": time.monotonic(), "wall": time.time(), "pid": os.getpid(),
+                           "venue": self.venue, "method": method, "args": args}, default=str)
+        fd = os.open(self.call_log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
 
     def _raise_injected(self, method: str) -> None:
         f = self.faults
