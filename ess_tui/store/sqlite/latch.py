@@ -87,7 +87,7 @@ class LatchMixin(StoreCore):
             return self._latch_now(
                 conn, pending.reason, at=entry_at(at), actor="ess (latch marker)",
                 details={"from_latch_marker": True}, at_least=pending.activation,
-                marker=False).state
+                marker=False, quiet_if_held=True).state
         except sqlite3.Error as exc:
             log.error("cannot make the marked latch durable yet: %s", exc)
             return marked
@@ -141,6 +141,7 @@ class LatchMixin(StoreCore):
     def _latch_now(
         self, conn: sqlite3.Connection, why: str, *, at: datetime, actor: str,
         details: dict[str, Any] | None, at_least: int = 0, marker: bool = True,
+        quiet_if_held: bool = False,
     ) -> LatchResult:
         before = self._db_state(conn)
         held = None
@@ -154,17 +155,20 @@ class LatchMixin(StoreCore):
                 log.error("cannot write the latch marker beside %s: %s", self._path, exc)
         try:
             return self._latch_txn(conn, why, at=at, actor=actor, details=details,
-                                   at_least=at_least)
+                                   at_least=at_least, quiet_if_held=quiet_if_held)
         finally:
             markers.release(held)
 
     def _latch_txn(
         self, conn: sqlite3.Connection, why: str, *, at: datetime, actor: str,
-        details: dict[str, Any] | None, at_least: int,
+        details: dict[str, Any] | None, at_least: int, quiet_if_held: bool = False,
     ) -> LatchResult:
 
         def body(c: sqlite3.Connection) -> LatchResult:
             state = self._db_state(c)
+            if state.active and quiet_if_held and state.activation_count >= at_least:
+                # Completing a marker whose own latch committed meanwhile: it is held already.
+                return LatchResult(state, False)
             if state.active:
                 self._append(c, at=at, action="extra_trigger", actor=actor, reason=why,
                              details=u.with_details(details, latched_reason=state.reason,
