@@ -21,8 +21,8 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
-from ess_tui.engine.text import clean_text
 from ess_tui.engine.store import AuditVerification
+from ess_tui.engine.text import clean_text
 
 #: ``prev_hash`` of the first row.
 GENESIS_HASH = "0" * 64
@@ -252,3 +252,17 @@ def replay(rows: Iterable[ChainRow]) -> tuple[bool, int, str | None]:
         elif row.action == "reset":
             active, reason = False, None
     return active, count, reason
+
+
+def chain_row(raw: tuple[Any, ...]) -> ChainRow:
+    """A row as a database returns it (seq, at, action, actor, reason, details JSON, prev_hash,
+    hash) as a :class:`ChainRow`; details that are not a JSON object are kept as ``unreadable``."""
+    seq, at, action, actor, reason, details, prev_hash, digest = raw
+    try:
+        parsed = json.loads(details)
+        if not isinstance(parsed, dict):
+            parsed = {"unreadable": str(details)[:200]}
+    except (TypeError, ValueError):
+        parsed = {"unreadable": str(details)[:200]}
+    return ChainRow(int(seq), str(at), str(action), str(actor), reason, parsed,
+                    str(prev_hash), str(digest))

@@ -4,7 +4,6 @@ appends from every host are serial, read back and verified row by row."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import psycopg
 
 from ess_tui.engine import audit_chain
-from ess_tui.engine.audit_chain import MODE_SHA256, ChainRow
+from ess_tui.engine.audit_chain import MODE_SHA256, ChainRow, chain_row
 from ess_tui.engine.state import as_utc
 from ess_tui.engine.store import AuditRecord, AuditVerification, entry_at
 from ess_tui.store.postgres.connection import PGBase
@@ -21,18 +20,6 @@ from ess_tui.store.postgres.url import redact
 AUDIT_COLUMNS = "seq, at, action, actor, reason, details, prev_hash, hash"
 
 Conn = psycopg.AsyncConnection[Any]
-
-
-def chain_row(raw: tuple[Any, ...]) -> ChainRow:
-    seq, at, action, actor, reason, details, prev_hash, digest = raw
-    try:
-        parsed = json.loads(details)
-        if not isinstance(parsed, dict):
-            parsed = {"unreadable": str(details)[:200]}
-    except (TypeError, ValueError):
-        parsed = {"unreadable": str(details)[:200]}
-    return ChainRow(int(seq), str(at), str(action), str(actor), reason, parsed,
-                    str(prev_hash), str(digest))
 
 
 def record(row: ChainRow) -> AuditRecord:

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from ess_tui.engine.policy_keys import policy_json
 from ess_tui.engine.state import EmergencyState, ESSStatus, clean_text, utcnow
 from ess_tui.engine.store import (
     LatchResult,
@@ -53,22 +54,6 @@ def notify_payload(state: EmergencyState, change_seq: int) -> str:
         "since": state.timestamp.isoformat() if state.timestamp else None,
         "activation_count": state.activation_count, "change_seq": change_seq,
     })
-
-
-def policy_json(key: str, value: Any) -> str:
-    """Validate a policy write from outside latch/reset and return its JSON text."""
-    if not isinstance(key, str) or not key.strip() or len(key) > 200:
-        raise ValueError("policy key must be a non-empty text of at most 200 characters")
-    if key == EMERGENCY_KEY:
-        raise ValueError(
-            "the 'emergency_stop' policy key is written only by latch and reset: nothing may "
-            "un-latch the ESS by writing it (use an audited reset)")
-    if not isinstance(value, dict):
-        raise ValueError(f"policy value for {key!r} must be a dict, not {type(value).__name__}")
-    try:
-        return json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"policy value for {key!r} is not plain JSON: {exc}") from exc
 
 
 class PostgresStore(OutboxMixin):

@@ -14,12 +14,20 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from ess_tui.engine.scopes import ACTIVE_SQL, HALT, REDUCE_ONLY, Scope, ScopedLatch, rank
+from ess_tui.engine.scopes import (
+    ACTIVE_SQL,
+    HALT,
+    REDUCE_ONLY,
+    Scope,
+    ScopedLatch,
+    rank,
+)
 from ess_tui.engine.scopes import latches_from_rows as rows_to_latches
 from ess_tui.engine.state import clean_text
 from ess_tui.engine.store import NotLatchedError, entry_actor, entry_at
 from ess_tui.store.sqlite import _util as u
 from ess_tui.store.sqlite.core import StoreCore
+
 
 class ScopesMixin(StoreCore):
     async def active_latches(self) -> list[ScopedLatch]:
