@@ -146,3 +146,47 @@ class TestFasterStop:
             await until(pilot, lambda: app.host.view().state.active and not app._latching)
         state, _ = await stored(tmp_path / "ess.db")
         assert state.active and state.reason == "security concern"
+
+    async def test_a_reason_typed_at_once_is_kept_and_digits_in_it_type(self, tmp_path: Path) -> None:
+        """A newcomer presses F9 and types straight away: the text lands in the reason field
+        (a focused preset button swallowed it before), and a digit inside the text types."""
+        app = make_app(tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await engine_up(pilot)
+            await pilot.press("f9")
+            await until(pilot, lambda: isinstance(app.screen, StopModal))
+            await pilot.press(*"desk halt 1")
+            await pilot.pause()
+            assert app.screen.query_one("#stop-reason").value == "desk halt 1"
+            await pilot.press("enter")  # to the confirmation field
+            await pilot.press("S", "T", "O", "P", "enter")
+            await until(pilot, lambda: app.host.view().state.active and not app._latching)
+        state, _ = await stored(tmp_path / "ess.db")
+        assert state.active and state.reason == "desk halt 1"
+
+
+class TestQuitting:
+    async def test_the_acting_runner_asks_before_q_quits(self, tmp_path: Path) -> None:
+        app = make_app(tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await engine_up(pilot)
+            await until(pilot, lambda: app.host.acting_here())
+            await pilot.press("q")
+            await pilot.pause(0.3)
+            assert app.is_running, "q quit the acting runner without asking"
+            await pilot.press("q")
+            await until(pilot, lambda: not app.is_running)
+
+    async def test_quitting_mid_reset_audits_the_abandoned_reset(self, tmp_path: Path) -> None:
+        app = make_app(tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await engine_up(pilot)
+            await app.host.manual_stop("quit drill", "ops")
+            await until(pilot, lambda: app.host.view().state.active)
+            await pilot.press("r")
+            await until(pilot, lambda: isinstance(app.screen, ResetScreen))
+            app.screen.query_one("#reset-next").focus()
+            await pilot.press("q", "q")
+            await until(pilot, lambda: not app.is_running)
+        _, rows = await stored(tmp_path / "ess.db")
+        assert [r for r in rows if r.action == "reset_abandoned"], [r.action for r in rows]

@@ -13,6 +13,7 @@ banner's flash (it stays in its "on" phase) and the cursor blink.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -90,6 +91,7 @@ class ControlRoomApp(EngineEvents, App[int]):
 
         #: Who is at the desk: the default name for manual stops and resets (the OS user).
         self.operator = operator or os_user()
+        self._quit_asked_at = -1e9  # when q last asked "really quit?" (monotonic)
         if settings is None and host is None:
             from ess_tui.config import Settings
 
@@ -333,6 +335,26 @@ class ControlRoomApp(EngineEvents, App[int]):
     def _after_reset(self, state: EmergencyState | None) -> None:
         self._tick()
         self._poll_venue()
+
+    async def action_quit(self) -> None:
+        """Quit, but not by accident: the acting runner asks once (``q`` again within 4 s), and a
+        reset in progress is audited as abandoned before the control room closes."""
+        now = time.monotonic()
+        if self.host.acting_here() and now - self._quit_asked_at > 4.0:
+            self._quit_asked_at = now
+            self.notify("This control room is the desk's acting runner: quitting leaves nobody "
+                        "flattening until a standby takes over. Press q again to quit.",
+                        severity="warning", timeout=4)
+            return
+        for screen in self.screen_stack:
+            if isinstance(screen, ResetScreen):
+                try:
+                    await self.host.audit("reset_abandoned", screen.actor,
+                                          reason="the control room was quit mid-reset",
+                                          details={"step": screen.step_name})
+                except Exception as exc:  # noqa: BLE001 - quitting is always allowed
+                    log.error("the abandoned reset could not be audited: %s", exc)
+        self.exit()
 
     def action_toggle_log(self) -> None:
         self.dashboard.toggle_log()

@@ -69,6 +69,11 @@ class EngineHost:
 
     venue_name: str = "venue"
     is_paper: bool = False
+
+    def acting_here(self) -> bool:
+        """True when this process is the desk's acting runner (quitting it leaves nobody to
+        flatten until a standby takes the lease)."""
+        return False
     manual_name: str | None = None
     two_person: bool = False
     clock: Clock = staticmethod(utcnow)

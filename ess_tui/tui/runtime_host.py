@@ -240,6 +240,10 @@ class RuntimeHost(EngineHost):
             watched=self._watched(runtime),
         )
 
+    def acting_here(self) -> bool:
+        runtime = self.runtime
+        return bool(runtime is not None and getattr(runtime.controller, "acting", False))
+
     @staticmethod
     def _watched(runtime: Any) -> bool | None:
         """False when runners use a lease and nobody holds it: no acting runner is watching."""

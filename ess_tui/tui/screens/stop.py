@@ -51,8 +51,9 @@ class StopModal(ModalScreen[str | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="stop-cancel", tooltip="Close without stopping"),
+        # On a button; in the empty reason field the digit is caught as it lands (_changed).
         *[Binding(key, f"reason({i})", text, id=f"stop-reason-{key}", show=False,
-                  tooltip=f"Reason: {text} (not while typing in a field)")
+                  tooltip=f"Reason: {text} (in the empty reason field, or on a button)")
           for i, (key, text) in enumerate(REASONS)],
     ]
 
@@ -73,7 +74,7 @@ class StopModal(ModalScreen[str | None]):
                 for i, (key, text) in enumerate(REASONS):
                     yield Button(f"{key} {text.split()[0]}", id=f"stop-pick-{i}", classes="stop-pick",
                                  compact=True)
-            yield Label("Reason (recorded in the audit trail): press 1–4 above, or type it")
+            yield Label("Reason (goes in the audit trail): type it, or press 1–4")
             yield Input(placeholder="e.g. suspicious fills on BTC/USDT", id="stop-reason",
                         max_length=500)
             yield Label(f"Type {CONFIRM_WORD} in full to confirm")
@@ -91,7 +92,8 @@ class StopModal(ModalScreen[str | None]):
             f"Operator: {self.actor} · Escape cancels, nothing is written")
         for field in self.query(Input):
             field.cursor_blink = self._blink
-        self.query_one("#stop-pick-0", Button).focus()
+        # The reason field first: a reason typed at once is never lost to a focused button.
+        self.query_one("#stop-reason", Input).focus()
 
     def action_reason(self, index: int) -> None:
         """One-key reason: fill it in and go to the confirmation field."""
@@ -106,7 +108,7 @@ class StopModal(ModalScreen[str | None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "reason" and isinstance(self.focused, Input):
-            return False  # typing a digit into a field types it
+            return False  # in a field a digit types (the empty reason field: see _changed)
         return True
 
     def _can_confirm(self) -> bool:
@@ -115,7 +117,12 @@ class StopModal(ModalScreen[str | None]):
         return confirm == CONFIRM_WORD and bool(reason) and not self._busy
 
     @on(Input.Changed)
-    def _changed(self) -> None:
+    def _changed(self, event: Input.Changed) -> None:
+        keys = [key for key, _ in REASONS]
+        if event.input.id == "stop-reason" and event.value in keys:
+            # One key in the still-empty reason field picks that common reason.
+            self.action_reason(keys.index(event.value))
+            return
         self.query_one("#stop-go", Button).disabled = not self._can_confirm()
         self.query_one("#stop-error", Static).update("")
 
