@@ -43,6 +43,13 @@ async def call(obj: Any, method: str, *args: Any, **kwargs: Any) -> Any:
     return await maybe_await(getattr(obj, method)(*args, **kwargs))
 
 
+def nonblocking(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a sync method as never blocking (an in-memory read under a short lock): it is called
+    on the loop, saving the thread hop. Only for ess-tui's own collaborators; never guess."""
+    fn.__ess_nonblocking__ = True  # type: ignore[attr-defined]
+    return fn
+
+
 def _is_async(fn: Any) -> bool:
     target = fn
     while isinstance(target, functools.partial):
@@ -134,6 +141,8 @@ async def call_off_loop(fn: Callable[..., Any], *args: Any) -> Any:
     """
     if _is_async(fn):
         return await fn(*args)
+    if getattr(fn, "__ess_nonblocking__", False) is True:
+        return await maybe_await(fn(*args))
     loop = asyncio.get_running_loop()
     key = _key(fn) if not args else None
     with _POOL_LOCK:

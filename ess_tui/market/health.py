@@ -33,6 +33,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from ess_tui.engine.aio import nonblocking
 from ess_tui.engine.state import as_utc, clean_text, utcnow
 
 log = logging.getLogger(__name__)
@@ -230,12 +231,14 @@ class HealthMonitor:
 
     # -- the seed's health monitor contract ------------------------------------------------------
 
+    @nonblocking
     def get_status(self) -> str:
         """``"HEALTHY"``, ``"DEGRADED"`` or ``"CRITICAL"``: the worst signal, unless forced."""
         if self._forced is not None:
             return self._forced
         return max((s.status for s in self.signals()), key=_RANK.__getitem__, default=HEALTHY)
 
+    @nonblocking
     def detail(self) -> str:
         """What drives the status: the unhealthy signals, worst first; else every reading."""
         if self._forced is not None:
@@ -248,6 +251,7 @@ class HealthMonitor:
             return " · ".join(f"{s.text} ({s.status.lower()})" for s in bad)
         return " · ".join(s.text for s in signals)
 
+    @nonblocking
     def proximity(self) -> float:
         """0.0 … 1.0, where 0.5 is the DEGRADED threshold and 1.0 the CRITICAL one."""
         if self._forced is not None:
