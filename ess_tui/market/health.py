@@ -131,6 +131,10 @@ class HealthMonitor:
         self._last_sample_at: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._forced: str | None = None
+        #: Does this process act for the desk (hold the runner lease)? Set by the runtime. A
+        #: standby's own loop lag (it was paused, say) is not a desk-wide emergency: it is shown,
+        #: capped at DEGRADED, and never latches.
+        self.acting: Callable[[], bool] | None = None
 
     # -- the lag probe -----------------------------------------------------------------------
 
@@ -187,7 +191,10 @@ class HealthMonitor:
             else:
                 lag = self.loop_lag_ms() or 0.0
                 status, prox = _grade(lag, t.loop_lag_degraded_ms, t.loop_lag_critical_ms)
-                out.append(Signal("loop lag", status, f"event-loop lag {_fmt_ms(lag)}", prox))
+                text = f"event-loop lag {_fmt_ms(lag)}"
+                if status == CRITICAL and not self._acts():
+                    status, prox, text = DEGRADED, 0.99, f"{text} (standby: not acting)"
+                out.append(Signal("loop lag", status, text, prox))
         if self._last_venue_ok is not None:
             out.append(self._venue_signal())
         if self._store_write_ms is not None:
@@ -195,6 +202,12 @@ class HealthMonitor:
             if signal is not None:
                 out.append(signal)
         return out
+
+    def _acts(self) -> bool:
+        try:
+            return self.acting is None or bool(self.acting())
+        except Exception:  # noqa: BLE001 - unknown: judge as acting (never hide a fault)
+            return True
 
     def _venue_signal(self) -> Signal:
         t = self.thresholds
