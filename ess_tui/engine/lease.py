@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from ess_tui.engine.flatten import describe_error
+from ess_tui.engine.reset_policy import RESET_POLICY_KEY, policy_value
 from ess_tui.engine.state import WarningEvent
 from ess_tui.engine.store import FencedOut
 
@@ -99,11 +100,27 @@ class LeaseMixin:
             self._lease_renewed_at = now
             if previous != self.holder:
                 log.warning("runner lease acquired by %s", self.holder)
+                await self._record_reset_policy()
         elif previous != lease.holder:
             remaining = (lease.expires_at - self.clock()) / timedelta(seconds=1)
             log.warning("runner lease held by %s (expires in %.1fs); waiting as a standby",
                         lease.holder, remaining)
             self.bus.publish(WarningEvent("lease", f"standby: lease held by {lease.holder}"))
+
+    async def _record_reset_policy(self: EmergencyStopSystem) -> None:
+        """The lease holder records its reset policy for the desk (audited when it changes): a
+        reset from a process with a weaker config is held to the stricter of the two."""
+        store = self.controller.store
+        if not callable(getattr(store, "set_policy", None)):
+            return
+        value = policy_value(self.controller.reset_policy)
+        try:
+            if await store.get_policy(RESET_POLICY_KEY) != value:
+                await store.set_policy(RESET_POLICY_KEY, value, audit=True, actor=self.holder)
+        except Exception as exc:  # noqa: BLE001 - the process's own policy still applies
+            log.warning("could not record the reset policy: %s", describe_error(exc))
+            self.bus.publish(WarningEvent("store", f"could not record the reset policy: "
+                                                   f"{describe_error(exc)}"))
 
     async def fence(self: EmergencyStopSystem, activation: int) -> None:
         """The controller's fence hook: raise :class:`FencedOut` unless this runner still holds
