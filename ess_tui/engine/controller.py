@@ -273,10 +273,7 @@ class EmergencyStopController(ResetMixin, SyncMixin):
             return  # a latch only this process knows of (the store refused it): no one else acts
         if not self.acting:
             raise FencedOut("this process no longer holds the runner lease")
-        if self.fence_hook is not None and self._not_durable is None:
-            # A latch the store refused is known only here: the store's fence would call it
-            # "not latched" and stop the only flatten there is. Reduce-only closes of a latch no
-            # one else knows of are flattened regardless of the lease.
+        if self.fence_hook is not None:  # (a latch the store refused returned above)
             await self.fence_hook(activation)
 
     async def _flatten(self) -> FlattenReport:
@@ -305,6 +302,13 @@ class EmergencyStopController(ResetMixin, SyncMixin):
             # This one sends nothing more, writes no flatten row and no seed event. Not marked
             # done: should this process hold the lease again, the next refresh resumes.
             why = f"flatten of activation #{activation} stopped: {report.last_error}"
+            log.critical("fenced out: %s", why)
+            self.bus.publish(WarningEvent("lease", f"fenced out: {why}"))
+            return report
+        try:  # the row and the seed event only while we hold the lease and it is still latched
+            await self.fence(activation)
+        except FencedOut as exc:
+            why = f"flatten of activation #{activation} not recorded: {describe_error(exc)}"
             log.critical("fenced out: %s", why)
             self.bus.publish(WarningEvent("lease", f"fenced out: {why}"))
             return report

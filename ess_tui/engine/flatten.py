@@ -9,10 +9,10 @@ A seed-shaped exchange that only has ``cancel_all_orders()`` and ``close_all_pos
 once each, cancel first; it cannot be verified, so the report says ``flat=None``.
 
 Fencing: immediately before every call that can change the book (each cancel, each close, the bulk
-calls) the flattener awaits its ``fence()`` hook. A hook that raises :class:`FencedOut` (this runner
-lost its lease, or the activation it flattens is no longer latched) ends the flatten at once: no
-further venue call is sent, and the report says ``fenced``. Reads (fetch) are not fenced: they
-cannot change the book.
+calls) and every read (the fetches, the verify) the flattener awaits its ``fence()`` hook. A hook
+that raises :class:`FencedOut` (this runner lost its lease, or the activation it flattens is no
+longer latched) ends the flatten at once: no further venue call is sent, and the report says
+``fenced``.
 """
 
 from __future__ import annotations
@@ -124,8 +124,9 @@ class Flattener:
             self.bus.publish(FlattenProgressEvent(step, message, attempt, error))
 
     async def _call(self, method: str, *args: Any) -> Any:
-        if method in BOOK_CHANGING:
-            await self._check_fence()
+        # Every venue call is fenced, reads too: a runner that lost its lease (stopped past it,
+        # say) must not go on talking to the venue or report a book it no longer owns.
+        await self._check_fence()
         self.venue_calls += 1
         return await maybe_await(getattr(self.venue, method)(*args))
 

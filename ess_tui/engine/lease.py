@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from ess_tui.engine.flatten import describe_error
+from ess_tui.engine.reset_policy import RESET_POLICY_KEY, policy_value
 from ess_tui.engine.state import WarningEvent
 from ess_tui.engine.store import FencedOut
 
@@ -28,13 +29,43 @@ class LeaseMixin:
 
     async def _keep_lease(self: EmergencyStopSystem) -> None:
         assert self.lease_ttl_sec is not None
+        step = min(0.1, self.lease_ttl_sec / 3)  # a heartbeat: it also sees this process pause
+        asked = float("-inf")
         while True:
-            await asyncio.sleep(self.lease_ttl_sec / 3)
+            self._heartbeat = self.monotonic()
+            await asyncio.sleep(step)
+            now = self.monotonic()
+            if now - self._heartbeat > self.lease_ttl_sec:
+                self.pauses += 1
+            if now - asked < self.lease_ttl_sec / 3:
+                continue
+            asked = now
             try:
                 await self._take_lease()
             except Exception as exc:  # noqa: BLE001
                 self._loop_fault("renewing the lease", describe_error(exc))
 
+    async def _was_paused(self: EmergencyStopSystem, pauses_before: int) -> bool:
+        """True when this process was paused (SIGSTOP, a VM pause, a frozen loop) for longer than
+        the lease ttl and, the lease re-read from the store at once, no longer holds it: then
+        nothing it read across the pause (its own loop lag among it) may latch the desk. A runner
+        that still holds the lease after the pause judges its readings as usual."""
+        if self.lease_ttl_sec is None:
+            return False
+        beat = self._heartbeat
+        paused = self.monotonic() - beat if beat is not None else 0.0
+        if paused <= self.lease_ttl_sec and self.pauses == pauses_before:
+            return False
+        self._lease_renewed_at = float("-inf")  # not on the strength of the last renewal
+        await self._take_lease()
+        acting = bool(self.controller.acting)
+        log.warning("runner was paused (%.1fs ago; lease ttl %gs); lease re-read: %s", paused,
+                    self.lease_ttl_sec, "still held" if acting else "a standby now")
+        if not acting:
+            self.bus.publish(WarningEvent(
+                "lease", "runner was paused past its lease and lost it: its readings across the "
+                "pause are not judged"))
+        return not acting
 
     async def _take_lease(self: EmergencyStopSystem) -> None:
         if self.lease_ttl_sec is None:
@@ -69,11 +100,27 @@ class LeaseMixin:
             self._lease_renewed_at = now
             if previous != self.holder:
                 log.warning("runner lease acquired by %s", self.holder)
+                await self._record_reset_policy()
         elif previous != lease.holder:
             remaining = (lease.expires_at - self.clock()) / timedelta(seconds=1)
             log.warning("runner lease held by %s (expires in %.1fs); waiting as a standby",
                         lease.holder, remaining)
             self.bus.publish(WarningEvent("lease", f"standby: lease held by {lease.holder}"))
+
+    async def _record_reset_policy(self: EmergencyStopSystem) -> None:
+        """The lease holder records its reset policy for the desk (audited when it changes): a
+        reset from a process with a weaker config is held to the stricter of the two."""
+        store = self.controller.store
+        if not callable(getattr(store, "set_policy", None)):
+            return
+        value = policy_value(self.controller.reset_policy)
+        try:
+            if await store.get_policy(RESET_POLICY_KEY) != value:
+                await store.set_policy(RESET_POLICY_KEY, value, audit=True, actor=self.holder)
+        except Exception as exc:  # noqa: BLE001 - the process's own policy still applies
+            log.warning("could not record the reset policy: %s", describe_error(exc))
+            self.bus.publish(WarningEvent("store", f"could not record the reset policy: "
+                                                   f"{describe_error(exc)}"))
 
     async def fence(self: EmergencyStopSystem, activation: int) -> None:
         """The controller's fence hook: raise :class:`FencedOut` unless this runner still holds

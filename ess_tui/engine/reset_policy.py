@@ -80,6 +80,35 @@ class ResetPolicy:
         )
 
 
+#: The policy key where the runner (the lease holder) records the desk's reset policy.
+RESET_POLICY_KEY = "reset_policy"
+
+
+def policy_value(policy: ResetPolicy) -> dict[str, Any]:
+    """``policy`` as the plain JSON the store holds under :data:`RESET_POLICY_KEY`."""
+    return {"operators": list(policy.operators), "two_person": policy.two_person,
+            "require_flat": policy.require_flat, "allow_unverified": policy.allow_unverified}
+
+
+def stricter(own: ResetPolicy, stored: Any) -> ResetPolicy:
+    """The stricter of a process's own policy and the desk's stored one: a process started with
+    a weaker config (an empty operator list, no two-person rule) cannot reset the desk around its
+    policy. The stored operator list applies when it is not empty; each rule holds if either
+    side has it. A stored value that cannot be read is ignored (``own`` still applies)."""
+    if not stored:
+        return own
+    try:
+        desk = ResetPolicy.from_mapping(stored)
+    except (ValueError, TypeError):
+        return own
+    return ResetPolicy(
+        operators=desk.operators or own.operators,
+        two_person=own.two_person or desk.two_person,
+        require_flat=own.require_flat or desk.require_flat,
+        allow_unverified=own.allow_unverified and desk.allow_unverified,
+    )
+
+
 def _flat_verdict(venue_flat: bool | None, last_flatten: dict[str, Any] | None,
                   activation: int | None = None) -> bool | None:
     """True flat, False known not flat, None cannot say. A live check (``venue_flat``) wins over
@@ -200,6 +229,7 @@ def reset_details(*, via: str, approver: str | None, override: str | None,
 
 
 __all__ = [
+    "RESET_POLICY_KEY", "policy_value", "stricter",
     "ResetPolicy", "ResetRefused", "check_reset_allowed", "last_flatten_outcome", "make_guard",
     "refusal", "reset_details",
 ]

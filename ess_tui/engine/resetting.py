@@ -16,10 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from ess_tui.engine.aio import maybe_await
 from ess_tui.engine.reset_policy import (
+    RESET_POLICY_KEY,
+    ResetPolicy,
     ResetRefused,
     last_flatten_outcome,
     make_guard,
     reset_details,
+    stricter,
 )
 from ess_tui.engine.state import (
     EmergencyResetEvent,
@@ -83,7 +86,7 @@ class ResetMixin:
         if via == "api" and "via" in info:
             ours.pop("via")
         info.update(ours)
-        guard = make_guard(self.reset_policy, operator=who, approver=boss,
+        guard = make_guard(await self._desk_policy(), operator=who, approver=boss,
                            override=why_override, venue_flat=venue_flat)
         at = self.clock()
         try:
@@ -93,6 +96,17 @@ class ResetMixin:
             raise
         await self._after_reset(state, who, text, at)
         return state
+
+    async def _desk_policy(self: EmergencyStopController) -> ResetPolicy:
+        """This process's policy, made stricter by the one the runner recorded for the desk."""
+        get = getattr(self.store, "get_policy", None)
+        if not callable(get):
+            return self.reset_policy
+        try:
+            stored = await get(RESET_POLICY_KEY)
+        except Exception:  # noqa: BLE001 - an unreadable store refuses the reset itself
+            stored = None
+        return stricter(self.reset_policy, stored)
 
     def _seen_open(self: EmergencyStopController) -> bool | None:
         """False when this process's flatten of the latched activation still sees something open;

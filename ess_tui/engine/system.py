@@ -133,6 +133,9 @@ class EmergencyStopSystem(LeaseMixin):
         #: The lease epoch this runner holds (the fencing token), when it holds the lease.
         self.lease_epoch: int | None = None
         self.monotonic: Callable[[], float] = time.monotonic
+        #: Pauses of this process longer than the lease ttl the heartbeat saw (SIGSTOP, say).
+        self.pauses = 0
+        self._heartbeat: float | None = None
         controller.on_reset(self._on_reset)
         if lease_ttl_sec is not None:
             controller.fence_hook = self.fence
@@ -241,9 +244,15 @@ class EmergencyStopSystem(LeaseMixin):
         """Evaluate everything once and act on the result. Returns the evaluations."""
         self._bind_wakes()
         await self._take_lease()
+        pauses_before = self.pauses
         evaluators = list(self.evaluators)
         resets_before = self.controller.resets_seen
         evaluations = await self._evaluate_all(evaluators)
+        if await self._was_paused(pauses_before):
+            # Stopped past its lease while evaluating, and another runner acts now: these
+            # readings span the pause (its own loop lag among them). Judge the next cycle's.
+            self.wake()
+            return evaluations
         self.last_evaluations = evaluations
         self.cycles += 1
         self.evaluations_total += len(evaluations)

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from ess_tui.engine.aio import nonblocking
 from ess_tui.engine.state import as_utc, clean_text, utcnow
 from ess_tui.market.ticks import Tick
 
@@ -277,6 +278,7 @@ class FeedMonitor:
         """Seconds since this monitor started, on the monotonic clock (never negative)."""
         return max(0.0, self._safe_mono() - self._started_mono)
 
+    @nonblocking
     def last_update_age_sec(self) -> float | None:
         """Age in seconds of the last good tick (the stalest expected symbol's, see the class
         docstring); None while one has never arrived.
@@ -322,6 +324,7 @@ class FeedMonitor:
 
     # -- the seed's data feed monitor contract -------------------------------------------------
 
+    @nonblocking
     def get_last_update_time(self) -> datetime | None:
         """UTC timestamp of the last good tick (see the class docstring for ``symbols``)."""
         with self._lock:
@@ -333,6 +336,7 @@ class FeedMonitor:
             stamps = [s.last_good for s in self._symbols.values() if s.last_good is not None]
             return max(stamps) if stamps else None
 
+    @nonblocking
     def is_corrupted(self) -> bool:
         with self._lock:
             return self._is_corrupt_locked()
@@ -342,6 +346,7 @@ class FeedMonitor:
             s.corrupt_reason is not None for s in self._symbols.values()
         )
 
+    @nonblocking
     def corruption_reason(self) -> str | None:
         """``"BTC/USDT: crossed book: bid 101 > ask 100"``, several joined with ``; ``."""
         with self._lock:

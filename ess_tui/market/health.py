@@ -33,6 +33,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from ess_tui.engine.aio import nonblocking
 from ess_tui.engine.state import as_utc, clean_text, utcnow
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,10 @@ class HealthMonitor:
         self._last_sample_at: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._forced: str | None = None
+        #: Does this process act for the desk (hold the runner lease)? Set by the runtime. A
+        #: standby's own loop lag (it was paused, say) is not a desk-wide emergency: it is shown,
+        #: capped at DEGRADED, and never latches.
+        self.acting: Callable[[], bool] | None = None
 
     # -- the lag probe -----------------------------------------------------------------------
 
@@ -186,7 +191,10 @@ class HealthMonitor:
             else:
                 lag = self.loop_lag_ms() or 0.0
                 status, prox = _grade(lag, t.loop_lag_degraded_ms, t.loop_lag_critical_ms)
-                out.append(Signal("loop lag", status, f"event-loop lag {_fmt_ms(lag)}", prox))
+                text = f"event-loop lag {_fmt_ms(lag)}"
+                if status == CRITICAL and not self._acts():
+                    status, prox, text = DEGRADED, 0.99, f"{text} (standby: not acting)"
+                out.append(Signal("loop lag", status, text, prox))
         if self._last_venue_ok is not None:
             out.append(self._venue_signal())
         if self._store_write_ms is not None:
@@ -194,6 +202,12 @@ class HealthMonitor:
             if signal is not None:
                 out.append(signal)
         return out
+
+    def _acts(self) -> bool:
+        try:
+            return self.acting is None or bool(self.acting())
+        except Exception:  # noqa: BLE001 - unknown: judge as acting (never hide a fault)
+            return True
 
     def _venue_signal(self) -> Signal:
         t = self.thresholds
@@ -230,12 +244,14 @@ class HealthMonitor:
 
     # -- the seed's health monitor contract ------------------------------------------------------
 
+    @nonblocking
     def get_status(self) -> str:
         """``"HEALTHY"``, ``"DEGRADED"`` or ``"CRITICAL"``: the worst signal, unless forced."""
         if self._forced is not None:
             return self._forced
         return max((s.status for s in self.signals()), key=_RANK.__getitem__, default=HEALTHY)
 
+    @nonblocking
     def detail(self) -> str:
         """What drives the status: the unhealthy signals, worst first; else every reading."""
         if self._forced is not None:
@@ -248,6 +264,7 @@ class HealthMonitor:
             return " · ".join(f"{s.text} ({s.status.lower()})" for s in bad)
         return " · ".join(s.text for s in signals)
 
+    @nonblocking
     def proximity(self) -> float:
         """0.0 … 1.0, where 0.5 is the DEGRADED threshold and 1.0 the CRITICAL one."""
         if self._forced is not None:

@@ -30,7 +30,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from ess_tui.engine.aio import maybe_await
+from ess_tui.engine.aio import maybe_await, nonblocking
 from ess_tui.engine.state import as_utc, clean_text, utcnow
 
 log = logging.getLogger(__name__)
@@ -244,11 +244,13 @@ class AccountMetrics:
                 )
         return self._equity, self._baseline
 
+    @nonblocking
     def get_daily_pnl_percent(self) -> float:
         """Today's PnL in percent of the day's starting equity (negative = loss)."""
         equity, baseline = self._reading()
         return (equity / baseline.day_start_equity - 1.0) * 100.0
 
+    @nonblocking
     def get_equity_drawdown_percent(self) -> float:
         """How far equity is below its peak, in percent (0 at a new high)."""
         equity, baseline = self._reading()

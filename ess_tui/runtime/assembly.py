@@ -95,6 +95,7 @@ class Runtime:
             # controller's own look is the fallback.
             keep_flat_interval_sec=2.0 if paper is not None else 10.0,
         )
+        health.acting = lambda: self.controller.acting  # a standby's own lag is no stop
         self.system = EmergencyStopSystem(
             self.evaluators, self.controller, store, settings.check_interval,
             eval_timeout_sec=settings.eval_timeout, fail_closed_after=settings.fail_closed_after,

@@ -24,7 +24,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
-from ess_tui.engine.aio import maybe_await
+from ess_tui.engine.aio import call_off_loop
 from ess_tui.engine.state import Evaluation, clamp_proximity
 from ess_tui.engine.text import as_utc, clean_text, utcnow
 
@@ -253,14 +253,14 @@ async def evaluate_any(evaluator: Any, *, clock: Clock | None = None) -> Evaluat
     name = _name_of(evaluator)
     evaluate = getattr(evaluator, "evaluate", None)
     if callable(evaluate):
-        result = await maybe_await(evaluate())
+        result = await call_off_loop(evaluate)
         if not isinstance(result, Evaluation):
             raise EvaluatorFault(
                 f"{name}: evaluate() returned {type(result).__name__}, expected an Evaluation"
             )
         return result
     started = time.perf_counter()
-    answer = await maybe_await(evaluator.check())
+    answer = await call_off_loop(evaluator.check)
     if not isinstance(answer, tuple) or len(answer) != 2:
         raise EvaluatorFault(
             f"{name}: check() returned {_short(answer)}, expected (triggered, reason)"

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ess_tui.engine.aio import maybe_await
+from ess_tui.engine.aio import call_off_loop
 from ess_tui.engine.evaluators.base import (
     BaseEvaluator,
     Clock,
@@ -88,7 +88,7 @@ class DataFeedEmergencyEvaluator(BaseEvaluator):
         limit_sec = self.max_staleness_minutes * 60.0
         limit = f"limit {fmt_number(self.max_staleness_minutes)} min"
 
-        corrupted = await maybe_await(monitor.is_corrupted())
+        corrupted = await call_off_loop(monitor.is_corrupted)
         if isinstance(corrupted, numbers.Integral) and corrupted in (0, 1):
             corrupted = bool(corrupted)
         if not isinstance(corrupted, bool):
@@ -106,7 +106,7 @@ class DataFeedEmergencyEvaluator(BaseEvaluator):
             )
 
         mono_age = await self._monotonic_age()
-        last = None if mono_age is not None else await maybe_await(monitor.get_last_update_time())
+        last = None if mono_age is not None else await call_off_loop(monitor.get_last_update_time)
         if mono_age is not None:
             age, never = mono_age, False
         elif last is None:
@@ -153,7 +153,7 @@ class DataFeedEmergencyEvaluator(BaseEvaluator):
         ask = getattr(self.data_feed_monitor, "last_update_age_sec", None)
         if not callable(ask):
             return None
-        age = await maybe_await(ask())
+        age = await call_off_loop(ask)
         if age is None:
             return None
         if isinstance(age, bool) or not isinstance(age, numbers.Real) or not math.isfinite(age):
@@ -167,7 +167,7 @@ class DataFeedEmergencyEvaluator(BaseEvaluator):
         explain = getattr(self.data_feed_monitor, "corruption_reason", None)
         if callable(explain):
             try:
-                detail = await maybe_await(explain())
+                detail = await call_off_loop(explain)
             except Exception as exc:
                 return f"the feed monitor reports corrupted data (its detail failed: {exc})"
             if detail:

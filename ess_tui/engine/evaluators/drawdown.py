@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ess_tui.engine.aio import maybe_await
+from ess_tui.engine.aio import call_off_loop
 from ess_tui.engine.evaluators.base import (
     BaseEvaluator,
     Clock,
@@ -60,10 +60,10 @@ class DrawdownEmergencyEvaluator(BaseEvaluator):
         repo = self.metrics_repo
         refresh = getattr(repo, "refresh", None)
         if callable(refresh):
-            await maybe_await(refresh())
-        pnl = as_number(await maybe_await(repo.get_daily_pnl_percent()), "daily PnL %")
+            await call_off_loop(refresh)
+        pnl = as_number(await call_off_loop(repo.get_daily_pnl_percent), "daily PnL %")
         drawdown = as_number(
-            await maybe_await(repo.get_equity_drawdown_percent()), "equity drawdown %"
+            await call_off_loop(repo.get_equity_drawdown_percent), "equity drawdown %"
         )
         if drawdown < -_NEGATIVE_DRAWDOWN_TOLERANCE:
             raise EvaluatorFault(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ess_tui.engine.aio import maybe_await
+from ess_tui.engine.aio import call_off_loop
 from ess_tui.engine.evaluators.base import (
     BaseEvaluator,
     Clock,
@@ -68,7 +68,7 @@ class ExecutionErrorEmergencyEvaluator(BaseEvaluator):
         minutes = self.period_minutes
         window = f"{fmt_number(float(minutes))} min"
         hits = as_count(
-            await maybe_await(self.metrics_repo.get_recent_sl_hits(minutes)),
+            await call_off_loop(self.metrics_repo.get_recent_sl_hits, minutes),
             f"stop-loss hits in the last {window}",
         )
         reasons: list[str] = []
@@ -79,7 +79,7 @@ class ExecutionErrorEmergencyEvaluator(BaseEvaluator):
 
         if self.max_order_failures is not None:
             failures = as_count(
-                await maybe_await(self.metrics_repo.get_recent_order_failures(minutes)),
+                await call_off_loop(self.metrics_repo.get_recent_order_failures, minutes),
                 f"order failures in the last {window}",
             )
             if failures > self.max_order_failures:

@@ -14,7 +14,7 @@ import numbers
 from enum import Enum
 from typing import Any
 
-from ess_tui.engine.aio import maybe_await
+from ess_tui.engine.aio import call_off_loop
 from ess_tui.engine.evaluators.base import BaseEvaluator, Clock, Reading, positive_limit
 from ess_tui.engine.text import clean_text
 
@@ -118,7 +118,7 @@ class SystemHealthEmergencyEvaluator(BaseEvaluator):
 
 
 async def _call_async(obj: Any, method: str) -> Any:
-    return await maybe_await(getattr(obj, method)())
+    return await call_off_loop(getattr(obj, method))
 
 
 def _unavailable(why: str) -> Reading:
