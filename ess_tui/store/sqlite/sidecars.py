@@ -14,13 +14,17 @@ range while it closes, so SQLite's close-time checkpoint finds the file busy and
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import sqlite3
 import struct
 import threading
 from collections.abc import Callable
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: the close is not guarded (see close_stale)
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("ess_tui.store.sqlite")
 
@@ -87,6 +91,8 @@ def close_stale(conn: sqlite3.Connection, path: str) -> None:
     """Close a connection whose WAL was deleted, without its close-time checkpoint."""
     fd = None
     try:
+        if fcntl is None:
+            raise AttributeError("no fcntl on this platform")
         fd = os.open(path, os.O_RDONLY)
         flock = struct.pack("hhqqi4x", fcntl.F_RDLCK, os.SEEK_SET, _SHARED_FIRST, _SHARED_SIZE, 0)
         fcntl.fcntl(fd, getattr(fcntl, "F_OFD_SETLK"), flock)
