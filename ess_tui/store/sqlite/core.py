@@ -282,7 +282,9 @@ class StoreCore:
         self._db.submit(self._checkpoint_job)
 
     def _checkpoint_job(self) -> None:
-        if self._conn is not None:
+        # Never checkpoint a WAL deleted under us into the main file (it would write stale pages
+        # over changes made since): the next operation notices and reopens.
+        if self._conn is not None and not self._sidecars.changed():
             self._checkpoint(self._conn)
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
