@@ -10,9 +10,11 @@ outbox or the screen.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
+import signal
 from collections.abc import Iterable
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -148,8 +150,14 @@ class CommandSink:
 
     @staticmethod
     async def _kill(proc: Any) -> None:
+        """Kill the program and everything it forked: it runs in its own session, so its process
+        group is its pid. Killing only the program would leave a forked child holding the
+        pipes, and ``wait`` would wait for it (a runner SIGTERM could not stop, and orphans)."""
         if proc.returncode is None:
             proc.kill()
+        if hasattr(os, "killpg"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
 
     async def send(self, message: AlertMessage, event: OutboxEvent) -> None:

@@ -241,6 +241,24 @@ def head_mac(key: bytes, seq: int, digest: str) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def compare_state(state: tuple[Any, ...] | None,
+                  replayed: tuple[bool, int, str | None]) -> tuple[bool | None, str | None]:
+    """Does the state row ``(active, activation_count, reason)`` agree with the replayed trail?
+    (matches, the problem naming a hand-edited state row)."""
+    if state is None:
+        return None, "the ESS state row is missing"
+    active, count, reason = bool(state[0] == 1), state[1], state[2]
+    want_active, want_count, want_reason = replayed
+    if (active, count) == (want_active, want_count) and (not active or reason == want_reason):
+        return True, None
+
+    def say(a: bool, n: Any, r: Any) -> str:
+        return f"latched #{n} ({str(r)[:80]!r})" if a else f"armed after #{n}"
+
+    return False, (f"the state row was edited by hand: it says {say(active, count, reason)}, "
+                   f"but the audit trail replays to {say(want_active, want_count, want_reason)}")
+
+
 def replay(rows: Iterable[ChainRow]) -> tuple[bool, int, str | None]:
     """The latch the trail describes: (active, activation_count, reason) after its last row."""
     active, count, reason = False, 0, None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -24,6 +25,9 @@ from typing import Any
 
 from ess_tui.engine.state import as_utc, utcnow
 from ess_tui.engine.store import OutboxEvent, SinkDelivery, StoreUnavailable
+from ess_tui.store.sqlite.sidecars import Sidecars, close_stale
+
+log = logging.getLogger("ess_tui.store.outbox")
 
 #: Levels in order of urgency.
 LEVELS = ("info", "warning", "critical")
@@ -144,14 +148,33 @@ class SQLiteOutbox:
         self._busy = busy_timeout_ms / 1000
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._sidecars = Sidecars(self._path, drop=self._drop_stale)
 
     @property
     def path(self) -> str:
         return self._path
 
+    def _drop_stale(self) -> None:
+        """Another connection found the -wal/-shm replaced: let go of ours (any thread)."""
+        with self._lock:
+            self._drop_stale_locked()
+
+    def _drop_stale_locked(self) -> None:
+        conn, self._conn = self._conn, None
+        self._sidecars.closed()
+        if conn is not None:
+            close_stale(conn, self._path)
+
     def _open(self) -> sqlite3.Connection:
         if self._conn is not None:
-            return self._conn
+            gone = self._sidecars.changed()
+            if gone is None:
+                return self._conn
+            log.critical("store file replaced: %s deleted or replaced while the outbox had it open; "
+                         "reopening on the file as it now is", gone)
+            self._drop_stale_locked()
+        if self._sidecars.stale_others():
+            raise StoreUnavailable(f"store file replaced: {self._path} is being reopened; retrying")
         if not os.path.exists(self._path):
             raise StoreUnavailable(f"database not found: {self._path} (start the ESS runner to create it)")
         conn = sqlite3.connect(Path(self._path).as_uri() + "?mode=rw", uri=True,
@@ -168,6 +191,7 @@ class SQLiteOutbox:
                 f"{self._path} has no alert outbox: it is not an ESS database, or one from an older "
                 "ess-tui (start the runner once to migrate it)")
         self._conn = conn
+        self._sidecars.opened()
         return conn
 
     def _call(self, fn: Any, *args: Any) -> Any:
@@ -185,6 +209,7 @@ class SQLiteOutbox:
 
     def _close_locked(self) -> None:
         conn, self._conn = self._conn, None
+        self._sidecars.closed()
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()

@@ -5,6 +5,7 @@ appends from every host are serial, read back and verified row by row."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -129,8 +130,20 @@ class AuditMixin(PGBase):
             head_row = await cur.fetchone()
             cur = await conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq")
             rows = [chain_row(tuple(r)) for r in await cur.fetchall()]
-            return audit_chain.verify_chain(
+            cur = await conn.execute(
+                "SELECT active, activation_count, reason FROM state WHERE id = 1")
+            state = await cur.fetchone()
+            result = audit_chain.verify_chain(
                 rows, mode=meta.get("audit_mode", MODE_SHA256), key=self._key,
                 head_seq=int(head_row[0]) if head_row else None)
+            # The latch the trail replays to must be the one the state row holds: a state row
+            # edited by hand (no latch/reset row behind it) is named, as the SQLite store does.
+            replayed = audit_chain.replay(rows)
+            matches, mismatch = audit_chain.compare_state(
+                tuple(state) if state is not None else None, replayed)
+            result = replace(result, replayed=replayed, state_matches=matches)
+            if result.ok and mismatch:
+                result = replace(result, ok=False, problem=mismatch)
+            return result
 
         return await self._run(op, write=False)

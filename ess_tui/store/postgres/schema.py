@@ -18,7 +18,7 @@ from typing import Any
 from ess_tui.store.postgres.url import quote_ident
 
 #: The schema this code writes and understands. Bump it and add a step to MIGRATIONS.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 EMERGENCY_KEY = "emergency_stop"
 RUNNER_LEASE = "runner"
@@ -125,8 +125,50 @@ def _migrate_to_1(cur: Any, *, audit_mode: str, now: datetime) -> None:
         cur.execute("INSERT INTO meta (key, value) VALUES (%s, %s)", (key, value))
 
 
+#: Version 2: the latch changes only with its audit row. A deferred constraint trigger, checked at
+#: COMMIT, refuses any transaction that changed the state row or the ``emergency_stop`` policy key
+#: without appending, in that same transaction, the audit row that explains it (``activate`` for a
+#: latched value, ``reset`` for an armed one; ``migrated_from_sqlite`` for a migration). A plain
+#: ``UPDATE state SET active = false`` by the runner's role is refused. (Chosen over SECURITY
+#: DEFINER functions for now: the store's transactions stay as they are, so every write path --
+#: latch, reset, migration -- keeps its one transaction, and the owner is held to it too.)
+_V2 = [
+    """CREATE FUNCTION latch_change_audited() RETURNS trigger LANGUAGE plpgsql
+       SET search_path FROM CURRENT AS $$
+       DECLARE
+         latched boolean;
+       BEGIN
+         IF TG_TABLE_NAME = 'policy' THEN
+           IF NEW.key <> 'emergency_stop' THEN RETURN NULL; END IF;
+           latched := coalesce((NEW.value->>'active')::boolean, true);
+         ELSE
+           latched := NEW.active;
+         END IF;
+         IF NOT EXISTS (
+             SELECT 1 FROM audit
+              WHERE xmin::text::bigint = txid_current() % 4294967296
+                AND action IN (CASE WHEN latched THEN 'activate' ELSE 'reset' END,
+                               'migrated_from_sqlite')) THEN
+           RAISE EXCEPTION 'the ESS latch (%) changes only with its audit row: a latch or an '
+                           'audited reset (ess-tui reset); this change has none and was refused',
+                           TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+         END IF;
+         RETURN NULL;
+       END $$""",
+    """CREATE CONSTRAINT TRIGGER state_change_audited AFTER UPDATE ON state
+       DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION latch_change_audited()""",
+    """CREATE CONSTRAINT TRIGGER policy_change_audited AFTER INSERT OR UPDATE ON policy
+       DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION latch_change_audited()""",
+]
+
+
+def _migrate_to_2(cur: Any, *, audit_mode: str, now: datetime) -> None:
+    for sql in _V2:
+        cur.execute(sql)
+
+
 #: MIGRATIONS[n] brings a schema from version n-1 to version n.
-MIGRATIONS: dict[int, Callable[..., None]] = {1: _migrate_to_1}
+MIGRATIONS: dict[int, Callable[..., None]] = {1: _migrate_to_1, 2: _migrate_to_2}
 
 _OUR_TABLES = {"meta", "state", "policy", "audit", "audit_head", "lease", "lease_epoch",
                "outbox", "delivery"}
@@ -187,7 +229,10 @@ def ensure_schema(conn: Any, schema: str, *, audit_mode: str, create: bool = Tru
 
 def grant_sql(schema: str = "ess", *, runner: str = "ess_runner", gate: str = "ess_gate") -> list[str]:
     """The GRANTs for a desk: the runner writes the latch, never rewrites the audit trail; a gate
-    or viewer reads. Run them as the schema's owner after ``ess-tui init``."""
+    or viewer reads. Run them as the schema's owner after ``ess-tui init``. The runner's UPDATE on
+    ``state``/``policy`` is held to the latch's audit rows by the ``*_change_audited`` triggers
+    (schema version 2): a change without an ``activate``/``reset`` row in its transaction is
+    refused at COMMIT."""
     q, r, g = quote_ident(schema), quote_ident(runner), quote_ident(gate)
     return [
         f"GRANT USAGE ON SCHEMA {q} TO {r}, {g}",

@@ -110,18 +110,7 @@ class AuditMixin(StoreCore):
     @staticmethod
     def _compare(state: tuple[Any, ...] | None,
                  replayed: tuple[bool, int, str | None]) -> tuple[bool | None, str | None]:
-        if state is None:
-            return None, "the ESS state row is missing"
-        active, count, reason = bool(state[0] == 1), state[1], state[2]
-        want_active, want_count, want_reason = replayed
-        if (active, count) == (want_active, want_count) and (not active or reason == want_reason):
-            return True, None
-
-        def say(a: bool, n: Any, r: Any) -> str:
-            return f"latched #{n} ({str(r)[:80]!r})" if a else f"armed after #{n}"
-
-        return False, (f"the state row was edited by hand: it says {say(active, count, reason)}, "
-                       f"but the audit trail replays to {say(want_active, want_count, want_reason)}")
+        return audit_chain.compare_state(state, replayed)
 
 
 def scoped_mismatch(table: dict[int, str], replayed: dict[int, str]) -> str | None:

@@ -31,6 +31,7 @@ from ess_tui.store.schema import (
 )
 from ess_tui.store.sqlite import _util as u
 from ess_tui.store.sqlite.create import init_database
+from ess_tui.store.sqlite.sidecars import Sidecars, close_stale
 from ess_tui.store.sqlite.thread import DBThread
 from ess_tui.store.validate import Invalid, Validator, check_file, file_stamps
 
@@ -69,6 +70,10 @@ class StoreCore:
         self._db = DBThread("ess-store", on_fork=self._forget_inherited)
         self._conn: sqlite3.Connection | None = None  # touched on the database thread only
         self._ident: tuple[int, int] | None = None
+        #: The -wal and -shm files the open connection uses.
+        self._sidecars = Sidecars(self._path)
+        #: The last time the files were found deleted or replaced under the open connection.
+        self.replaced_warning: str | None = None
         self._validator = Validator(self._path)
         self._opened_once = False
         self._audit_mode: str | None = None
@@ -109,8 +114,20 @@ class StoreCore:
                 init_database(self._path, audit_mode=MODE_HMAC if self._key else MODE_SHA256)
             main, wal = file_stamps(self._path)
         ident = (int(main[0]), int(main[1]))  # type: ignore[call-overload]
+        if self._conn is not None and ident != self._ident:
+            self._replaced(f"{self._path} itself was replaced by another file")
+        elif self._conn is not None:
+            gone = self._sidecars.changed()
+            if gone:
+                self._replaced(f"{gone} deleted or replaced while the store had it open (its "
+                               "view was stale: writes since then reached no one)")
         if self._conn is None or ident != self._ident:
+            if self._sidecars.stale_others():
+                raise StoreUnavailable(
+                    f"store file replaced: another connection to {self._path} in this process "
+                    "still holds the deleted -wal/-shm; retrying")
             self._open(ident)
+            main, wal = file_stamps(self._path)
         assert self._conn is not None
         try:
             self._validator.check(self._conn, main, wal)
@@ -145,10 +162,25 @@ class StoreCore:
             conn.close()
             raise
         self._conn, self._ident = conn, ident
+        self._sidecars.opened()
         self._validator.forget()
         if not self._opened_once:
             self._opened_once = True
             self._audit_warning()
+
+    def _replaced(self, what: str) -> None:
+        """The files changed under the open connection: say so, then reopen on the file as it
+        now is (validated; nothing is created). The engine re-asserts a latch the fresh view
+        lost."""
+        self.replaced_warning = (f"store file replaced: {what}; reopening on the file as it "
+                                 "now is (a latch it lost is re-asserted)")
+        log.critical("%s", self.replaced_warning)
+        self._sidecars.drop_others()
+        conn, self._conn, self._ident = self._conn, None, None
+        self._sidecars.closed()
+        self._validator.forget()
+        if conn is not None:
+            close_stale(conn, self._path)
 
     def _seal_migrated_head(self, conn: sqlite3.Connection) -> None:
         """A keyed trail migrated from version 1 gets its keyed head now (trusted as found)."""
@@ -163,10 +195,12 @@ class StoreCore:
     def _forget_inherited(self) -> None:
         """In a forked child: drop (without closing) the parent's connection."""
         self._conn, self._ident = None, None
+        self._sidecars.closed()
         self._validator.forget()
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
+        self._sidecars.closed()
         self._ident = None
         self._validator.forget()
         if conn is not None:
@@ -248,7 +282,9 @@ class StoreCore:
         self._db.submit(self._checkpoint_job)
 
     def _checkpoint_job(self) -> None:
-        if self._conn is not None:
+        # Never checkpoint a WAL deleted under us into the main file (it would write stale pages
+        # over changes made since): the next operation notices and reopens.
+        if self._conn is not None and not self._sidecars.changed():
             self._checkpoint(self._conn)
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
