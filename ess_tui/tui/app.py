@@ -233,6 +233,8 @@ class ControlRoomApp(App[int]):
 
     def _tick(self) -> None:
         """Redraw from the engine's view: banner, gauges (if newer), ages."""
+        if not self.screen_stack:
+            return  # shutting down: a late engine message (a flatten report) has nothing to draw
         view = self.host.view()
         now = self.clock()
         board = self.dashboard
