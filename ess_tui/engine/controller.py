@@ -7,12 +7,10 @@ Order of an activation, which nothing reorders:
 3. flatten (cancel → close reduce-only → verify, retried with backoff while latched);
 4. the seed's ``EmergencyStopEvent`` on the user's event bus, with the counts; an audit row.
 
-If the store cannot be written the ESS still latches in memory and still flattens (closing risk is
-never the wrong move in an emergency), says so loudly, and keeps trying to make the latch durable.
-Nothing un-latches except :meth:`EmergencyStopController.reset`, which enforces the reset policy
-itself (``engine/resetting.py``). Keeping in step with the store — a latch or reset made elsewhere, a
-store that lost the latch — is ``engine/store_sync.py``; flattening again a book that drifts open while
-latched is ``engine/keep_flat.py``. Every book-changing venue call is fenced (``fence``).
+A store that cannot be written still gets a latch in memory and a flatten, loudly. Only
+:meth:`EmergencyStopController.reset` un-latches, enforcing the reset policy (``resetting.py``);
+``store_sync.py`` follows the store, ``keep_flat.py`` re-flattens a book that drifts open while
+latched, and every venue call is fenced (``fence``).
 """
 
 from __future__ import annotations
