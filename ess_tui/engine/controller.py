@@ -16,6 +16,7 @@ latched, and every venue call is fenced (``fence``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -392,10 +393,8 @@ class EmergencyStopController(ResetMixin, SyncMixin):
         task, self._flatten_task = self._flatten_task, None
         if task is not None and not task.done():
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
 
 
 __all__ = ["EmergencyStopController", "NotLatchedError", "ResetRefused", "StaleResetError", "os_user"]
