@@ -53,12 +53,6 @@ def test_random_freeze_points_with_a_takeover(tmp_path):
 
 @pytest.mark.slow
 @posix
-@pytest.mark.xfail(strict=True, reason=(
-    "known, not fixed here: a runner woken from a freeze longer than 2 s reads its own event-loop "
-    "lag as 'System health CRITICAL' and latches a new activation after the operator's reset "
-    "(engine/system.py evaluates and latches even as a standby; market/health.py counts the freeze)"))
-@pytest.mark.slow
-@posix
 def test_a_runner_frozen_during_an_operator_reset_does_not_latch_again(tmp_path):
     result = _harness(tmp_path).run(3, "reset", stop_after_calls=1)
     assert result.failures == [], "\n".join(result.failures)
