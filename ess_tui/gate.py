@@ -38,7 +38,7 @@ from ess_tui.engine.scopes import (
     latches_from_rows,
     most_severe,
 )
-from ess_tui.store.marker import LatchMarker, marker_path, read_marker
+from ess_tui.store.marker import LatchMarker, marker_path, read_marker_file
 from ess_tui.store.schema import RUNNER_LEASE, explain_error
 from ess_tui.store.validate import Invalid, Validator, check_file, check_state_row
 
@@ -162,8 +162,9 @@ class TradeGate:
     def __init__(self, db_path: str | os.PathLike[str], *, busy_timeout_sec: float = 0.1,
                  require_runner: bool = False) -> None:
         self._path = os.path.abspath(os.path.expanduser(os.fspath(db_path)))
-        # The folder the latch marker lives in: beside the real file, symlinks resolved once here.
-        self._dir = os.path.dirname(marker_path(self._path))
+        # The latch marker beside the real file (symlinks resolved once, here) and its folder.
+        self._marker_file = marker_path(self._path)
+        self._dir = os.path.dirname(self._marker_file)
         self._uri = Path(self._path).as_uri() + "?mode=ro"
         self._timeout = float(busy_timeout_sec)
         self._require_runner = bool(require_runner)
@@ -209,9 +210,9 @@ class TradeGate:
         try:
             mtime = os.stat(self._dir).st_mtime_ns
         except OSError:
-            return read_marker(self._path)
+            return read_marker_file(self._marker_file)
         if mtime != self._marker_at or time.time_ns() - mtime < _FRESH_NS:
-            self._marker = read_marker(self._path)
+            self._marker = read_marker_file(self._marker_file)
             self._marker_at = mtime
         return self._marker
 
@@ -328,7 +329,7 @@ class TradeGate:
         if marker is not None and not marker.covered_by(False, count_value or 0):
             return GateDecision(
                 False, f"ESS active: {marker.reason} (latched by the latch marker "
-                f"{marker_path(self._path)}; the database does not hold it yet)",
+                f"{self._marker_file}; the database does not hold it yet)",
                 marker.activation, _parse_time(marker.at), live, holder, HALT, "desk", 1)
         if self._require_runner and not live:
             where = f"lease held by {holder}, not renewed" if holder else "no lease holder"

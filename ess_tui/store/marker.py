@@ -18,7 +18,8 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["LatchMarker", "marker_path", "write_marker", "read_marker", "remove_marker",
+__all__ = ["LatchMarker", "marker_path", "write_marker", "read_marker", "read_marker_file",
+           "remove_marker",
            "claim_marker", "release"]
 
 SUFFIX = ".latched"
@@ -105,7 +106,11 @@ def claim_marker(db_path: str) -> int | None:
 
 def read_marker(db_path: str) -> LatchMarker | None:
     """The marker, None when there is none. An unreadable marker still counts (it blocks)."""
-    path = marker_path(db_path)
+    return read_marker_file(marker_path(db_path))
+
+
+def read_marker_file(path: str) -> LatchMarker | None:
+    """:func:`read_marker` for a marker path already resolved (the gate's hot path)."""
     try:
         with open(path, "rb") as f:
             raw = f.read(_MAX_BYTES)
