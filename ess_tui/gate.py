@@ -164,6 +164,7 @@ class TradeGate:
         self._path = os.path.abspath(os.path.expanduser(os.fspath(db_path)))
         # The latch marker beside the real file (symlinks resolved once, here) and its folder.
         self._marker_file = marker_path(self._path)
+        self._last: tuple[tuple[object, ...], GateDecision] | None = None  # see _decide
         self._dir = os.path.dirname(self._marker_file)
         self._uri = Path(self._path).as_uri() + "?mode=ro"
         self._timeout = float(busy_timeout_sec)
@@ -318,10 +319,22 @@ class TradeGate:
         return -1.0 <= age < ttl and until > wall and (until - last).total_seconds() <= ttl + 1.0
 
     def _decide(self, row: tuple[object, ...], marker: LatchMarker | None) -> GateDecision:
+        """The decision for this row and marker; the same inputs give the same (immutable)
+        answer, so the steady path reuses it instead of building it again."""
+        live, holder = self._runner(row)
+        key = (row[:8], marker, live, holder)
+        last = self._last
+        if last is not None and last[0] == key:
+            return last[1]
+        decision = self._decide_fresh(row, marker, live, holder)
+        self._last = (key, decision)
+        return decision
+
+    def _decide_fresh(self, row: tuple[object, ...], marker: LatchMarker | None, live: bool,
+                      holder: str | None) -> GateDecision:
         active, reason, since, count = row[0], row[1], row[2], row[3]
         count_value = count if isinstance(count, int) else None
         when = _parse_time(since)
-        live, holder = self._runner(row)
         if active == 1:
             text = reason if isinstance(reason, str) and reason else "(no reason recorded)"
             return GateDecision(False, f"ESS active: {text}", count_value, when, live, holder,
