@@ -284,3 +284,15 @@ def chain_row(raw: tuple[Any, ...]) -> ChainRow:
         parsed = {"unreadable": str(details)[:200]}
     return ChainRow(int(seq), str(at), str(action), str(actor), reason, parsed,
                     str(prev_hash), str(digest))
+
+
+def with_details(details: Mapping[str, Any] | Any | None, **ours: Any) -> dict[str, Any]:
+    """The caller's details with ours on top (ours win on a name clash)."""
+    if details is None:
+        base: dict[str, Any] = {}
+    elif isinstance(details, Mapping):
+        base = dict(details)
+    else:
+        base = {"details": details}
+    base.update(ours)
+    return base

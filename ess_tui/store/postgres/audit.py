@@ -32,18 +32,6 @@ def record(row: ChainRow) -> AuditRecord:
                        details=row.details, prev_hash=row.prev_hash, hash=row.hash)
 
 
-def with_details(details: Mapping[str, Any] | Any | None, **ours: Any) -> dict[str, Any]:
-    """The caller's details with ours on top (ours win on a name clash)."""
-    if details is None:
-        base: dict[str, Any] = {}
-    elif isinstance(details, Mapping):
-        base = dict(details)
-    else:
-        base = {"details": details}
-    base.update(ours)
-    return base
-
-
 def redacted(value: Any, depth: int = 0) -> Any:
     """``value`` with any password inside a database URL masked, in every string it holds."""
     if isinstance(value, str):

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from ess_tui.engine.audit_chain import with_details
 from ess_tui.engine.policy_keys import policy_json
 from ess_tui.engine.state import EmergencyState, ESSStatus, clean_text, utcnow
 from ess_tui.engine.store import (
@@ -30,7 +31,6 @@ from ess_tui.engine.store import (
     stale_reset_reason,
 )
 from ess_tui.store import outbox as outbox_events
-from ess_tui.store.postgres.audit import with_details
 from ess_tui.store.postgres.outbox import OutboxMixin
 from ess_tui.store.postgres.schema import EMERGENCY_KEY, STATE_COLUMNS
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from ess_tui.engine.audit_chain import (
     ChainRow,
     chain_row,  # noqa: F401 - re-exported for the store's modules
-)
+    )
 from ess_tui.engine.policy_keys import policy_json  # noqa: F401 - re-exported for the store's modules
 from ess_tui.engine.state import ESSStatus, as_utc, clean_text, utcnow
 from ess_tui.engine.store import AuditRecord
@@ -34,18 +33,6 @@ def iso(value: datetime) -> str:
 
 def parse_time(text: str | None) -> datetime | None:
     return as_utc(datetime.fromisoformat(text)) if text else None
-
-
-def with_details(details: Mapping[str, Any] | Any | None, **ours: Any) -> dict[str, Any]:
-    """The caller's details with ours on top (ours win on a name clash)."""
-    if details is None:
-        base: dict[str, Any] = {}
-    elif isinstance(details, Mapping):
-        base = dict(details)
-    else:
-        base = {"details": details}
-    base.update(ours)
-    return base
 
 
 def fail_closed_policy(why: str) -> dict[str, Any]:

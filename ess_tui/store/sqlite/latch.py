@@ -10,6 +10,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
+from ess_tui.engine.audit_chain import with_details
 from ess_tui.engine.state import EmergencyState, ESSStatus, clean_text
 from ess_tui.engine.store import (
     LatchResult,
@@ -171,7 +172,7 @@ class LatchMixin(StoreCore):
                 return LatchResult(state, False)
             if state.active:
                 self._append(c, at=at, action="extra_trigger", actor=actor, reason=why,
-                             details=u.with_details(details, latched_reason=state.reason,
+                             details=with_details(details, latched_reason=state.reason,
                                                     activation_count=state.activation_count))
                 return LatchResult(state, False)
             new = EmergencyState(
@@ -187,7 +188,7 @@ class LatchMixin(StoreCore):
             c.execute(u.UPSERT_POLICY_SQL, (
                 EMERGENCY_KEY, json.dumps(new.to_policy(), sort_keys=True), u.iso(at)))
             row = self._append(c, at=at, action="activate", actor=actor, reason=why,
-                               details=u.with_details(details, activation_count=new.activation_count))
+                               details=with_details(details, activation_count=new.activation_count))
             # The latched alert commits with the latch (the transactional outbox).
             event = outbox.latched_event(new, actor=actor, details=details)
             event["payload"]["audit_head"] = f"{row.seq}:{row.hash}"
@@ -256,19 +257,19 @@ class LatchMixin(StoreCore):
             state = self._db_state(conn)
             if not state.active:
                 self._append(conn, at=when, action="reset_refused", actor=who,
-                             reason="not latched", details=u.with_details(details, note=why))
+                             reason="not latched", details=with_details(details, note=why))
                 return "armed", None
             if expected_activation is not None and expected_activation != state.activation_count:
                 stale = stale_reset_reason(state.activation_count, expected_activation)
                 self._append(conn, at=when, action="reset_refused", actor=who, reason=stale,
-                             details=u.with_details(details, note=why))
+                             details=with_details(details, note=why))
                 return "stale", stale
             if guard is not None:
                 refusal = guard(state, self._last_flatten(conn))
                 if refusal:
                     refusal = clean_text(refusal)
                     self._append(conn, at=when, action="reset_refused", actor=who,
-                                 reason=refusal, details=u.with_details(
+                                 reason=refusal, details=with_details(
                                      details, note=why, activation_count=state.activation_count))
                     return "refused", refusal
             new = EmergencyState(
@@ -283,7 +284,7 @@ class LatchMixin(StoreCore):
             conn.execute(u.UPSERT_POLICY_SQL, (
                 EMERGENCY_KEY, json.dumps(new.to_policy(), sort_keys=True), u.iso(when)))
             row = self._append(conn, at=when, action="reset", actor=who, reason=why,
-                               details=u.with_details(details, previous_reason=state.reason,
+                               details=with_details(details, previous_reason=state.reason,
                                                       latched_since=state.timestamp,
                                                       activation_count=state.activation_count))
             # The reset alert commits with the reset (the transactional outbox).

@@ -14,6 +14,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
+from ess_tui.engine.audit_chain import with_details
 from ess_tui.engine.scopes import (
     ACTIVE_SQL,
     HALT,
@@ -56,13 +57,13 @@ class ScopesMixin(StoreCore):
                 old = found[0]
                 if rank(level) <= rank(old.level):
                     self._append(c, at=when, action="scope_extra", actor=who, reason=why,
-                                 details=u.with_details(details, latch_id=old.id,
+                                 details=with_details(details, latch_id=old.id,
                                                         latched_level=old.level, **facts))
                     return old, False
                 c.execute("UPDATE latches SET level = ? WHERE id = ? AND active = 1",
                           (level, old.id))
                 self._append(c, at=when, action="scope_escalate", actor=who, reason=why,
-                             details=u.with_details(details, latch_id=old.id,
+                             details=with_details(details, latch_id=old.id,
                                                     escalated_from=old.level, **facts))
                 return ScopedLatch(old.id, scope, level, old.reason, old.since,
                                    old.latched_by), True
@@ -72,7 +73,7 @@ class ScopesMixin(StoreCore):
                 (scope.kind, scope.value, level, why, u.iso(when), who))
             latch_id = int(cur.lastrowid or 0)
             self._append(c, at=when, action="scope_latch", actor=who, reason=why,
-                         details=u.with_details(details, latch_id=latch_id, **facts))
+                         details=with_details(details, latch_id=latch_id, **facts))
             return ScopedLatch(latch_id, scope, level, why, when, who), True
 
         def op(conn: sqlite3.Connection) -> tuple[ScopedLatch, bool]:
@@ -102,7 +103,7 @@ class ScopesMixin(StoreCore):
             c.execute("UPDATE latches SET active = 0, reset_by = ?, reset_at = ? WHERE id = ?",
                       (who, u.iso(when), old.id))
             self._append(c, at=when, action="scope_reset", actor=who, reason=clean_text(note),
-                         details=u.with_details(details, latch_id=old.id, scope=str(scope),
+                         details=with_details(details, latch_id=old.id, scope=str(scope),
                                                 scope_kind=scope.kind, scope_value=scope.value,
                                                 level=old.level, latched_reason=old.reason))
             return old
